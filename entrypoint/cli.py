@@ -1,0 +1,170 @@
+"""The ``spark-serve`` command line. Flags derive from :mod:`entrypoint.options`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import sys
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from . import __version__
+from .errors import ExitCode, SparkServeError
+from .options import BY_NAME, OPTIONS
+from .profile import Catalog
+from .resolve import Plan, builtin_defaults, read_raw, resolve
+
+_SECRET_SETTINGS = frozenset(o.name for o in OPTIONS if o.secret)
+
+
+def _add_option_flags(parser: argparse.ArgumentParser) -> None:
+    for option in OPTIONS:
+        if option.flag:
+            env = f" [env {option.env}]" if option.env else ""
+            parser.add_argument(option.flag, dest=option.name, metavar="VALUE", help=option.help + env)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="spark-serve", description="Serve NVFP4 LLMs with vLLM on DGX Spark."
+    )
+    parser.add_argument("--version", action="version", version=f"spark-serve {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    profiles = sub.add_parser("profiles", help="list profiles, variants, repos and hardware needs")
+    profiles.add_argument(
+        "--profiles-dir", dest="profiles_dir", metavar="VALUE", help="profile directories [env PROFILES_DIR]"
+    )
+    plan = sub.add_parser("plan", help="show every resolved setting, the argv and the environment")
+    _add_option_flags(plan)
+    plan.add_argument("--json", action="store_true", help="print JSON")
+    check = sub.add_parser("check", help="validate every profile × variant against the installed vLLM")
+    check.add_argument(
+        "--profiles-dir", dest="profiles_dir", metavar="VALUE", help="profile directories [env PROFILES_DIR]"
+    )
+    launch = sub.add_parser("launch", help="resolve, prepare the checkpoint and exec vLLM")
+    _add_option_flags(launch)
+    return parser
+
+
+def _catalog(env: Mapping[str, str], cli: Mapping[str, Any]) -> Catalog:
+    raw = read_raw(BY_NAME["profiles_dir"], env, cli)
+    return Catalog.from_path_list(raw[0] if raw else builtin_defaults(env)["profiles_dir"])
+
+
+def _shown(name: str, value: Any) -> Any:
+    return "<redacted>" if name in _SECRET_SETTINGS else value
+
+
+def plan_document(plan: Plan, env: Mapping[str, str]) -> dict[str, Any]:
+    from .command import build_command
+    from .launch import shown_argv
+
+    model = plan.model.path or plan.model.repo or ""
+    command = build_command(plan, model, env)
+    return {
+        "profile": plan.profile.name if plan.profile else None,
+        "profile_file": str(plan.profile.path) if plan.profile else None,
+        "variant": plan.variant,
+        "model": {"kind": plan.model.kind, "repo": plan.model.repo, "path": plan.model.path},
+        "settings": {
+            name: {"value": _shown(name, s.value), "source": s.source, "origin": s.origin}
+            for name, s in sorted(plan.settings.items())
+        },
+        "argv": shown_argv(command.argv),
+        "command": shlex.join(shown_argv(command.argv)),
+        "env": command.shown_env(),
+        "env_unset": list(command.env_unset),
+    }
+
+
+def _print_plan(doc: dict[str, Any]) -> None:
+    print(
+        f"profile:  {doc['profile'] or '-'}" + (f"  ({doc['profile_file']})" if doc["profile_file"] else "")
+    )
+    print(f"variant:  {doc['variant'] or '-'}")
+    model = doc["model"]
+    print(f"model:    {model['path'] or model['repo']} ({model['kind']})")
+    print("settings:")
+    width = max(len(n) for n in doc["settings"])
+    for name, s in doc["settings"].items():
+        value = json.dumps(s["value"]) if not isinstance(s["value"], str) else s["value"]
+        print(f"  {name:<{width}}  {value}  [{s['source']}: {s['origin']}]")
+    print("command:")
+    print(f"  {doc['command']}")
+    print("environment:")
+    for key, value in doc["env"].items():
+        print(f"  {key}={value}")
+    if not doc["env"]:
+        print("  (inherited, nothing added)")
+
+
+def cmd_profiles(env: Mapping[str, str], args: argparse.Namespace) -> int:
+    catalog = _catalog(env, vars(args))
+    rows = [("PROFILE", "VARIANTS", "REPO", "FORMAT", "MIN MEMORY", "MIN CC")]
+    for loaded in catalog.all():
+        p = loaded.profile
+        rows.append(
+            (
+                loaded.name,
+                ",".join(p.variants) or "-",
+                f"{p.repo}@{p.revision}",
+                p.quantization,
+                f"{p.hardware.min_memory_gb:g} GB",
+                f"{p.hardware.min_compute_capability:g}",
+            )
+        )
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+    return ExitCode.OK
+
+
+def cmd_plan(env: Mapping[str, str], args: argparse.Namespace) -> int:
+    cli = vars(args)
+    plan = resolve(_catalog(env, cli), env, cli)
+    doc = plan_document(plan, env)
+    if args.json:
+        print(json.dumps(doc, indent=2))
+    else:
+        _print_plan(doc)
+    return ExitCode.OK
+
+
+def cmd_check(env: Mapping[str, str], args: argparse.Namespace) -> int:
+    from .check import load_vllm_surface, run_check
+
+    catalog = _catalog(env, vars(args))
+    surface = load_vllm_surface()
+    results = run_check(catalog, surface)
+    for label, problems in results:
+        print(f"{'FAIL' if problems else 'ok  '} {label}")
+        for problem in problems:
+            print(f"     {problem}")
+    failed = sum(1 for _, problems in results if problems)
+    print(f"vLLM {surface.version}: {len(results) - failed} passed, {failed} failed")
+    return ExitCode.FAILURE if failed else ExitCode.OK
+
+
+def cmd_launch(env: Mapping[str, str], args: argparse.Namespace) -> int:
+    from .launch import launch
+
+    cli = vars(args)
+    plan = resolve(_catalog(env, cli), env, cli)
+    launch(plan, env)  # replaces this process with vLLM
+
+
+COMMANDS = {"profiles": cmd_profiles, "plan": cmd_plan, "check": cmd_check, "launch": cmd_launch}
+
+
+def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    env = dict(os.environ if environ is None else environ)
+    try:
+        return int(COMMANDS[args.command](env, args))
+    except SparkServeError as err:
+        print(f"spark-serve: error: {err}", file=sys.stderr)
+        return int(err.exit_code)
+    except KeyboardInterrupt:
+        return 130

@@ -1,0 +1,70 @@
+"""Plan → the exact engine argv and environment (pure)."""
+
+from __future__ import annotations
+
+import json
+import shlex
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from .options import OPTIONS, SECRET_ENV
+from .resolve import ENGINE_FIELDS, Plan, Setting
+
+REDACTED = "<redacted>"
+
+
+@dataclass(frozen=True)
+class EngineCommand:
+    argv: list[str]
+    env_set: dict[str, Setting]  # what spark-serve adds to the inherited environment
+    env_unset: tuple[str, ...]  # empty variables removed before exec
+
+    def shell(self) -> str:
+        return shlex.join(self.argv)
+
+    def env(self, inherited: Mapping[str, str]) -> dict[str, str]:
+        env = {k: v for k, v in inherited.items() if k not in self.env_unset}
+        env.update({k: str(s.value) for k, s in self.env_set.items()})
+        return env
+
+    def shown_env(self) -> dict[str, str]:
+        return {k: REDACTED if k in SECRET_ENV else str(s.value) for k, s in self.env_set.items()}
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def engine_flags(plan: Plan) -> list[str]:
+    """vLLM flags for the plan's engine options, in a stable order."""
+    args: list[str] = []
+    for name in ENGINE_FIELDS:
+        value: Any = plan.value(name)
+        if value is None:
+            continue
+        if isinstance(value, bool):
+            args.append(_flag(name) if value else "--no-" + name.replace("_", "-"))
+        elif isinstance(value, dict):
+            args += [_flag(name), json.dumps(value, separators=(",", ":"), sort_keys=True)]
+        else:
+            args += [_flag(name), str(value)]
+    return args
+
+
+def build_command(plan: Plan, model: str, inherited: Mapping[str, str]) -> EngineCommand:
+    """The engine command for ``model`` (a local path or a Hub repo id)."""
+    argv = [model if word == "{model}" else word for word in plan.value("engine_command")]
+    argv += ["--served-model-name", plan.value("served_model_name")]
+    argv += ["--host", str(plan.value("host")), "--port", str(plan.value("port"))]
+    if plan.model.path is None and model == plan.model.repo:
+        argv += ["--revision", plan.value("revision")]
+    argv += engine_flags(plan)
+    argv += plan.value("extra_args") or []
+    argv += plan.value("vllm_extra_args") or []
+    env_set = dict(plan.engine_env)
+    if plan.value("api_key"):
+        env_set["VLLM_API_KEY"] = Setting(plan.value("api_key"), plan.settings["api_key"].source, "API_KEY")
+    own = {o.env for o in OPTIONS if o.env}
+    unset = tuple(sorted(k for k, v in inherited.items() if v == "" and (k in own or k in SECRET_ENV)))
+    return EngineCommand(argv, env_set, unset)

@@ -1,0 +1,124 @@
+"""Typed launcher errors.
+
+Every failure a user can cause is one of these. Each carries the file, field or
+variable it is about, renders as one line that says how to fix it, and maps to
+its own process exit code (documented in README.md and AGENTS.md).
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+
+class ExitCode(IntEnum):
+    OK = 0
+    FAILURE = 1  # a check found problems (spark-serve check)
+    USAGE = 2  # bad command line (argparse's own code)
+    UNKNOWN_PROFILE = 10  # profile or variant name not found
+    PROFILE_SYNTAX = 11  # profile file is not valid YAML / cannot be read
+    PROFILE_INVALID = 12  # profile breaks the schema (unknown field, type, range)
+    SETTING_INVALID = 13  # an environment variable or CLI value is invalid
+    CONFLICT = 14  # settings contradict each other
+    CHECKPOINT_MISMATCH = 15  # checkpoint does not match the profile / variant
+    MODEL_UNAVAILABLE = 16  # checkpoint is neither local nor in the Hub cache
+    ENGINE_NOT_FOUND = 17  # the engine command cannot be executed
+    STATE_UNWRITABLE = 18  # the state directory cannot be written
+
+
+class SparkServeError(Exception):
+    """Base class: a one-line message plus the fix, and an exit code."""
+
+    exit_code: ExitCode = ExitCode.FAILURE
+
+    def __init__(self, message: str, *, fix: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.fix = fix
+
+    def __str__(self) -> str:
+        return f"{self.message}; {self.fix}" if self.fix else self.message
+
+
+class UnknownProfileError(SparkServeError, LookupError):
+    exit_code = ExitCode.UNKNOWN_PROFILE
+
+    def __init__(self, kind: str, name: str, known: list[str], *, where: str, suggestion: str | None) -> None:
+        self.kind, self.name, self.known, self.where = kind, name, known, where
+        hint = f"did you mean '{suggestion}'? " if suggestion else ""
+        listing = ", ".join(known) if known else "none defined"
+        super().__init__(
+            f"{where}: unknown {kind} '{name}'",
+            fix=f"{hint}choose one of: {listing}",
+        )
+
+
+class ProfileSyntaxError(SparkServeError, ValueError):
+    exit_code = ExitCode.PROFILE_SYNTAX
+
+    def __init__(self, path: str, detail: str) -> None:
+        self.path = path
+        super().__init__(f"{path}: {detail}", fix="fix the YAML syntax of this file")
+
+
+class ProfileInvalidError(SparkServeError, ValueError):
+    exit_code = ExitCode.PROFILE_INVALID
+
+    def __init__(self, path: str, field: str, detail: str, fix: str) -> None:
+        self.path, self.field = path, field
+        super().__init__(f"{path}: field '{field}': {detail}", fix=fix)
+
+
+class SettingError(SparkServeError, ValueError):
+    """A value given through an environment variable or a CLI flag is invalid."""
+
+    exit_code = ExitCode.SETTING_INVALID
+
+    def __init__(self, source: str, detail: str, fix: str) -> None:
+        self.source = source
+        super().__init__(f"{source}: {detail}", fix=fix)
+
+
+class ConflictError(SparkServeError, ValueError):
+    exit_code = ExitCode.CONFLICT
+
+    def __init__(self, fields: list[str], detail: str, fix: str) -> None:
+        self.fields = fields
+        super().__init__(detail, fix=fix)
+
+
+class CheckpointMismatchError(SparkServeError, ValueError):
+    exit_code = ExitCode.CHECKPOINT_MISMATCH
+
+    def __init__(self, checkpoint: str, detail: str, fix: str) -> None:
+        self.checkpoint = checkpoint
+        super().__init__(f"checkpoint {checkpoint}: {detail}", fix=fix)
+
+
+class ModelUnavailableError(SparkServeError, FileNotFoundError):
+    exit_code = ExitCode.MODEL_UNAVAILABLE
+
+    def __init__(self, model: str, detail: str, fix: str) -> None:
+        self.model = model
+        super().__init__(f"model {model}: {detail}", fix=fix)
+
+
+class EngineNotFoundError(SparkServeError, FileNotFoundError):
+    exit_code = ExitCode.ENGINE_NOT_FOUND
+
+    def __init__(self, command: str) -> None:
+        self.command = command
+        super().__init__(
+            f"ENGINE_COMMAND: cannot execute '{command}'",
+            fix="install vLLM in this environment or set ENGINE_COMMAND to a working command",
+        )
+
+
+class StateUnwritableError(SparkServeError, OSError):
+    exit_code = ExitCode.STATE_UNWRITABLE
+
+    def __init__(self, path: str, detail: str) -> None:
+        self.path = path
+        super().__init__(
+            f"STATE_DIR: cannot write {path}: {detail}",
+            fix="point STATE_DIR at a writable directory",
+        )

@@ -1,0 +1,137 @@
+"""Every user-facing option, declared once.
+
+Each :class:`Option` names its setting, environment variable, CLI flag, type
+and help. The CLI flags (``spark-serve plan/launch``) and the environment
+reading are both derived from this table; engine options are validated with
+the same pydantic field types as the profile schema.
+"""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import TypeAdapter, ValidationError
+
+from .profile import VllmOptions
+
+Parser = Callable[[str], Any]
+
+
+class OptionValueError(ValueError):
+    """Raised by a parser with a human fix; the caller adds the source."""
+
+    def __init__(self, detail: str, fix: str) -> None:
+        super().__init__(detail)
+        self.detail, self.fix = detail, fix
+
+
+def _engine_field(name: str) -> Parser:
+    adapter: TypeAdapter[Any] = TypeAdapter(VllmOptions.model_fields[name].annotation)  # type: ignore[arg-type]
+
+    def parse(raw: str) -> Any:
+        try:
+            return adapter.validate_python(raw, strict=False)
+        except ValidationError as err:
+            first = err.errors(include_url=False)[0]
+            expected = first.get("ctx", {}).get("expected")
+            fix = f"use one of {expected}" if expected else f"use a valid value ({first['msg']})"
+            raise OptionValueError(f"invalid value {raw!r}: {first['msg']}", fix) from err
+
+    return parse
+
+
+def _text(raw: str) -> str:
+    return raw
+
+
+def _port(raw: str) -> int:
+    try:
+        value = int(raw)
+    except ValueError as err:
+        raise OptionValueError(f"invalid port {raw!r}", "use a number from 1 to 65535") from err
+    if not 1 <= value <= 65535:
+        raise OptionValueError(f"port {value} is out of range", "use a number from 1 to 65535")
+    return value
+
+
+def _args(raw: str) -> list[str]:
+    try:
+        return shlex.split(raw)
+    except ValueError as err:
+        raise OptionValueError(f"cannot split {raw!r} like a shell: {err}", "balance the quotes") from err
+
+
+def _engine_command(raw: str) -> list[str]:
+    words = _args(raw)
+    if "{model}" not in words:
+        raise OptionValueError(
+            f"{raw!r} has no {{model}} placeholder",
+            "write where the model goes, e.g. 'vllm serve {model}'",
+        )
+    return words
+
+
+@dataclass(frozen=True)
+class Option:
+    name: str
+    env: str | None
+    flag: str | None
+    parse: Parser
+    help: str
+    secret: bool = False
+    engine: bool = False  # a VllmOptions field, overriding the profile's
+
+
+def _engine(name: str, env: str, help: str) -> Option:
+    return Option(name, env, "--" + name.replace("_", "-"), _engine_field(name), help, engine=True)
+
+
+OPTIONS: tuple[Option, ...] = (
+    Option("model", "MODEL", "--model", _text, "profile name, Hub repo id or local checkpoint path"),
+    Option("profile", "PROFILE", "--profile", _text, "profile name (MODEL then names the checkpoint)"),
+    Option("variant", "VARIANT", "--variant", _text, "named variant of the profile"),
+    Option("revision", "MODEL_REVISION", "--revision", _text, "Hub revision: branch, tag or commit"),
+    Option(
+        "served_model_name",
+        "SERVED_MODEL_NAME",
+        "--served-model-name",
+        _text,
+        "model name clients use in the API",
+    ),
+    _engine("max_model_len", "MAX_MODEL_LEN", "maximum context length in tokens"),
+    _engine(
+        "gpu_memory_utilization", "GPU_MEMORY_UTILIZATION", "fraction of GPU memory vLLM may use, in (0, 1]"
+    ),
+    _engine("max_num_seqs", "MAX_NUM_SEQS", "maximum concurrent sequences"),
+    _engine("max_num_batched_tokens", "MAX_NUM_BATCHED_TOKENS", "token budget per engine step"),
+    _engine("kv_cache_dtype", "KV_CACHE_DTYPE", "KV cache dtype (auto, fp8, ...)"),
+    _engine("shutdown_timeout", "SHUTDOWN_TIMEOUT", "seconds vLLM drains in-flight requests on SIGTERM"),
+    Option(
+        "api_key", "API_KEY", None, _text, "API key for /v1 (passed as VLLM_API_KEY, never argv)", secret=True
+    ),
+    Option("hf_token", "HF_TOKEN", None, _text, "Hugging Face token for gated repos", secret=True),
+    Option("host", "HOST", "--host", _text, "address the API binds"),
+    Option("port", "PORT", "--port", _port, "port the API listens on"),
+    Option(
+        "vllm_extra_args",
+        "VLLM_EXTRA_ARGS",
+        "--vllm-extra-args",
+        _args,
+        "extra vLLM arguments, split like a shell, appended last",
+    ),
+    Option(
+        "engine_command",
+        "ENGINE_COMMAND",
+        "--engine-command",
+        _engine_command,
+        "engine command with a {model} placeholder",
+    ),
+    Option("profiles_dir", "PROFILES_DIR", "--profiles-dir", _text, "profile directories, separated by ':'"),
+    Option("state_dir", "STATE_DIR", "--state-dir", _text, "directory for the launcher's state file"),
+)
+
+BY_NAME: dict[str, Option] = {opt.name: opt for opt in OPTIONS}
+SECRET_ENV: frozenset[str] = frozenset({"VLLM_API_KEY"} | {o.env for o in OPTIONS if o.secret and o.env})

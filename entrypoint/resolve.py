@@ -1,0 +1,226 @@
+"""Resolution: defaults < profile < variant < environment < CLI flags.
+
+Pure: takes the environment and CLI values as mappings, returns a
+:class:`Plan` in which every setting records where it came from.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from .errors import ConflictError, SettingError, UnknownProfileError
+from .options import BY_NAME, OPTIONS, Option, OptionValueError
+from .profile import Catalog, LoadedProfile, VllmOptions, check_variant, suggest
+
+DEFAULT_PROFILE = "qwen3-4b-nvfp4"
+ENGINE_FIELDS: tuple[str, ...] = tuple(n for n in VllmOptions.model_fields if n != "extra_args")
+_REPO_RE = re.compile(r"^[\w.-]+/[\w.-]+$")
+
+
+def default_profiles_dir() -> str:
+    return str(Path(__file__).resolve().parent.parent / "configs" / "profiles")
+
+
+def default_state_dir(env: Mapping[str, str]) -> str:
+    base = env.get("XDG_STATE_HOME") or str(Path(env.get("HOME", "/tmp")) / ".local" / "state")
+    return str(Path(base) / "spark-serve")
+
+
+def builtin_defaults(env: Mapping[str, str]) -> dict[str, Any]:
+    return {
+        "revision": "main",
+        "host": "0.0.0.0",
+        "port": 8000,
+        "engine_command": ["vllm", "serve", "{model}"],
+        "profiles_dir": default_profiles_dir(),
+        "state_dir": default_state_dir(env),
+        "vllm_extra_args": [],
+        "extra_args": [],
+    }
+
+
+@dataclass(frozen=True)
+class Setting:
+    value: Any
+    source: str  # default | profile | variant | env | cli | checkpoint
+    origin: str  # the file field, variable or flag it came from
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    kind: str  # "profile" | "repo" | "path"
+    repo: str | None
+    path: str | None
+
+
+@dataclass(frozen=True)
+class Plan:
+    profile: LoadedProfile | None
+    variant: str | None
+    model: ModelRef
+    settings: dict[str, Setting]
+    engine_env: dict[str, Setting] = field(default_factory=dict)
+
+    def value(self, name: str) -> Any:
+        setting = self.settings.get(name)
+        return None if setting is None else setting.value
+
+    def with_setting(self, name: str, setting: Setting) -> Plan:
+        return replace(self, settings={**self.settings, name: setting})
+
+
+def read_raw(
+    option: Option, env: Mapping[str, str], cli: Mapping[str, str | None]
+) -> tuple[str, str, str] | None:
+    """The highest-precedence raw value of an option: (value, source, origin)."""
+    cli_value = cli.get(option.name)
+    if cli_value not in (None, "") and option.flag:
+        return str(cli_value), "cli", option.flag
+    env_value = env.get(option.env) if option.env else None
+    if env_value not in (None, "") and option.env:
+        return str(env_value), "env", option.env
+    return None
+
+
+def _parse(option: Option, raw: str, origin: str) -> Any:
+    try:
+        return option.parse(raw)
+    except OptionValueError as err:
+        what = "environment variable" if origin == option.env else "flag"
+        raise SettingError(f"{what} {origin}", err.detail, err.fix) from err
+
+
+def _looks_like_path(value: str) -> bool:
+    return value.startswith(("/", "./", "../", "~")) or Path(value).exists()
+
+
+def select(
+    catalog: Catalog, env: Mapping[str, str], cli: Mapping[str, str | None]
+) -> tuple[LoadedProfile | None, ModelRef, str | None]:
+    """Pick the profile, the checkpoint and the variant."""
+    loaded, model = _select_model(catalog, env, cli)
+    return loaded, model, _select_variant(loaded, read_raw(BY_NAME["variant"], env, cli))
+
+
+def _select_model(
+    catalog: Catalog, env: Mapping[str, str], cli: Mapping[str, str | None]
+) -> tuple[LoadedProfile | None, ModelRef]:
+    profile_raw = read_raw(BY_NAME["profile"], env, cli)
+    model_raw = read_raw(BY_NAME["model"], env, cli)
+    if profile_raw is not None:
+        loaded = catalog.get(profile_raw[0], where=profile_raw[2])
+        if model_raw is not None:
+            return loaded, _checkpoint_ref(model_raw)
+        return loaded, ModelRef("profile", loaded.profile.repo, None)
+    if model_raw is None:
+        loaded = catalog.get(DEFAULT_PROFILE, where="default profile")
+        return loaded, ModelRef("profile", loaded.profile.repo, None)
+    value, _, origin = model_raw
+    if value in catalog.names():
+        loaded = catalog.get(value, where=origin)
+        return loaded, ModelRef("profile", loaded.profile.repo, None)
+    if _looks_like_path(value):
+        return None, ModelRef("path", None, str(Path(value).expanduser()))
+    if _REPO_RE.match(value):
+        by_repo = catalog.find_by_repo(value)
+        if by_repo is not None:
+            return by_repo, ModelRef("profile", by_repo.profile.repo, None)
+        return None, ModelRef("repo", value, None)
+    known = catalog.names()
+    raise UnknownProfileError("profile", value, known, where=origin, suggestion=suggest(value, known))
+
+
+def _select_variant(loaded: LoadedProfile | None, raw: tuple[str, str, str] | None) -> str | None:
+    if raw is not None and loaded is None:
+        raise ConflictError(
+            ["VARIANT"],
+            f"{raw[2]} is set but MODEL names no profile",
+            "unset VARIANT, or set PROFILE to a profile that has this variant",
+        )
+    if loaded is None:
+        return None
+    if raw is not None:
+        check_variant(loaded, raw[0], where=raw[2])
+        return raw[0]
+    default = loaded.profile.default_variant  # validated against variants by the schema
+    return default
+
+
+def _checkpoint_ref(raw: tuple[str, str, str]) -> ModelRef:
+    value, _, origin = raw
+    if _looks_like_path(value):
+        return ModelRef("path", None, str(Path(value).expanduser()))
+    if _REPO_RE.match(value):
+        return ModelRef("repo", value, None)
+    raise SettingError(
+        origin,
+        f"'{value}' is neither a local path nor a Hub repo id",
+        "with PROFILE set, MODEL must be 'owner/name' or a checkpoint directory",
+    )
+
+
+def _layer(settings: dict[str, Setting], values: dict[str, Any], source: str, origin: str) -> None:
+    for name, value in values.items():
+        if value is None or value == []:
+            continue
+        if name == "extra_args":
+            previous = settings["extra_args"].value if "extra_args" in settings else []
+            value = [*previous, *value]
+        settings[name] = Setting(value, source, f"{origin}{name}")
+
+
+def resolve(catalog: Catalog, env: Mapping[str, str], cli: Mapping[str, str | None]) -> Plan:
+    loaded, model, variant = select(catalog, env, cli)
+    settings: dict[str, Setting] = {
+        name: Setting(value, "default", "built-in default") for name, value in builtin_defaults(env).items()
+    }
+    engine_env: dict[str, Setting] = {}
+    if loaded is not None:
+        prof, path = loaded.profile, loaded.path
+        _layer(
+            settings,
+            {"revision": prof.revision, "served_model_name": prof.served_model_name},
+            "profile",
+            f"{path}: ",
+        )
+        _layer(settings, prof.vllm.model_dump(exclude_none=True), "profile", f"{path}: vllm.")
+        engine_env.update({k: Setting(v, "profile", f"{path}: env.{k}") for k, v in prof.env.items()})
+        if variant is not None:
+            var = prof.variants[variant]
+            _layer(
+                settings,
+                var.vllm.model_dump(exclude_none=True),
+                "variant",
+                f"{path}: variants.{variant}.vllm.",
+            )
+            engine_env.update(
+                {k: Setting(v, "variant", f"{path}: variants.{variant}.env.{k}") for k, v in var.env.items()}
+            )
+    else:
+        name = model.repo if model.kind == "repo" else Path(model.path or "model").name
+        settings["served_model_name"] = Setting(name, "default", "derived from MODEL")
+    for option in OPTIONS:
+        if option.name in ("model", "profile", "variant"):
+            continue
+        raw = read_raw(option, env, cli)
+        if raw is not None:
+            value, source, origin = raw
+            settings[option.name] = Setting(_parse(option, value, origin), source, origin)
+    plan = Plan(loaded, variant, model, settings, engine_env)
+    validate(plan)
+    return plan
+
+
+def validate(plan: Plan) -> None:
+    """Checks across settings that need no checkpoint."""
+    if plan.value("enable_auto_tool_choice") and not plan.value("tool_call_parser"):
+        origin = plan.settings["enable_auto_tool_choice"].origin
+        raise ConflictError(
+            ["enable_auto_tool_choice", "tool_call_parser"],
+            f"{origin}: auto tool choice is enabled but no tool_call_parser is set",
+            "set vllm.tool_call_parser (e.g. hermes, qwen3_coder) or disable enable_auto_tool_choice",
+        )

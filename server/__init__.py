@@ -1,0 +1,1 @@
+"""spark-serve sidecar: liveness, readiness, status and metrics."""

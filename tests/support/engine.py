@@ -1,0 +1,100 @@
+"""Start ``spark-serve launch`` against the real CPU engine and wait for it."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+# The CPU build of vLLM is started as a module: its console script fails on
+# package metadata.
+CPU_ENGINE = f"{sys.executable} -m vllm.entrypoints.openai.api_server --model {{model}}"
+CPU_ENGINE_ENV = {
+    "VLLM_CPU_KVCACHE_SPACE": "1",
+    "VLLM_CPU_OMP_THREADS_BIND": "nobind",
+    "OMP_NUM_THREADS": "2",
+}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class Engine:
+    proc: subprocess.Popen[bytes]
+    url: str
+    log: Path
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+def http_json(
+    url: str, body: Any = None, headers: Mapping[str, str] | None = None, timeout: float = 60
+) -> Any:
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(
+        url, data=data, headers={"content-type": "application/json", **(headers or {})}
+    )
+    with urllib.request.urlopen(request, timeout=timeout) as response:
+        return json.loads(response.read())
+
+
+def wait_healthy(engine: Engine, deadline_s: float = 240) -> None:
+    deadline = time.monotonic() + deadline_s
+    while time.monotonic() < deadline:
+        if engine.proc.poll() is not None:
+            raise AssertionError(f"engine exited with {engine.proc.returncode}:\n{engine.log_text()[-4000:]}")
+        try:
+            with urllib.request.urlopen(engine.url + "/health", timeout=2) as response:
+                if response.status == 200:
+                    return
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            pass
+        time.sleep(1)
+    raise AssertionError(f"engine not healthy in {deadline_s}s:\n{engine.log_text()[-4000:]}")
+
+
+def stop(proc: subprocess.Popen[bytes], grace: float = 30) -> int:
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    return proc.returncode
+
+
+@contextmanager
+def launched(env: Mapping[str, str], log: Path, args: tuple[str, ...] = ()) -> Iterator[Engine]:
+    """``spark-serve launch`` with ``env``; yields once /health answers 200."""
+    port = int(env["PORT"])
+    with log.open("wb") as sink:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "entrypoint", "launch", *args],
+            env=dict(env),
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    engine = Engine(proc, f"http://127.0.0.1:{port}", log)
+    try:
+        wait_healthy(engine)
+        yield engine
+    finally:
+        stop(proc)

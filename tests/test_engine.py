@@ -1,0 +1,106 @@
+"""End to end: ``spark-serve launch`` brings up the real vLLM engine (CPU build)
+on each tiny checkpoint format and answers OpenAI chat completions."""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import clean_env
+from tests.support.engine import CPU_ENGINE, CPU_ENGINE_ENV, Engine, free_port, http_json, launched
+
+pytestmark = pytest.mark.engine
+
+# format → (extra env, served name or None for the checkpoint dir's name)
+SERVES: dict[str, tuple[dict[str, str], str | None]] = {
+    "ct-nvfp4": ({"PROFILE": "qwen3-4b-nvfp4"}, "qwen3-4b"),  # W4A4, FP8 KV cache, reasoning parser
+    "ct-nvfp4a16": ({"PROFILE": "axe-strada-28b-nvfp4a16"}, "axe-strada-28b"),
+    "modelopt-nvfp4": ({"PROFILE": "ax-3.1-nvfp4", "SHUTDOWN_TIMEOUT": "5"}, "ax-3.1"),
+    "modelopt-w4a16-nvfp4": ({}, None),
+    "bf16": ({"API_KEY": "test-key", "SERVED_MODEL_NAME": "tiny"}, "tiny"),
+}
+
+
+def chat(engine: Engine, model: str, headers: dict[str, str], stream: bool = False) -> str:
+    body = {
+        "model": model,
+        "messages": [{"role": "user", "content": "hello world"}],
+        "max_tokens": 6,
+        "stream": stream,
+        "temperature": 0,
+    }
+    if not stream:
+        reply = http_json(engine.url + "/v1/chat/completions", body, headers)
+        assert reply["model"] == model and reply["usage"]["completion_tokens"] > 0
+        message = reply["choices"][0]["message"]
+        return str(message.get("content") or "") + str(message.get("reasoning") or "")
+    request = urllib.request.Request(
+        engine.url + "/v1/chat/completions",
+        data=json.dumps(body).encode(),
+        headers={"content-type": "application/json", **headers},
+    )
+    chunks = []
+    with urllib.request.urlopen(request, timeout=60) as response:
+        for raw in response:
+            line = raw.decode().strip()
+            if line.startswith("data: ") and line != "data: [DONE]":
+                chunks.append(json.loads(line[6:]))
+            if line == "data: [DONE]":
+                break
+    assert len(chunks) >= 2 and all(c["model"] == model for c in chunks)
+    return "".join(
+        str(c["choices"][0]["delta"].get("content") or c["choices"][0]["delta"].get("reasoning") or "")
+        for c in chunks
+        if c["choices"]
+    )
+
+
+@pytest.mark.parametrize("fmt", list(SERVES))
+def test_launch_serves_each_checkpoint_format(
+    fmt: str, checkpoint_factory: Callable[[str], Path], tmp_path: Path
+) -> None:
+    extra, served = SERVES[fmt]
+    ckpt = checkpoint_factory(fmt)
+    served = served or ckpt.name
+    port = free_port()
+    env = clean_env(
+        MODEL=str(ckpt),
+        PORT=str(port),
+        HOST="127.0.0.1",
+        MAX_MODEL_LEN="512",
+        STATE_DIR=str(tmp_path / "state"),
+        ENGINE_COMMAND=CPU_ENGINE,
+        **CPU_ENGINE_ENV,
+        **extra,
+    )
+    headers = {"authorization": "Bearer test-key"} if "API_KEY" in extra else {}
+    with launched(env, tmp_path / "engine.log") as engine:
+        state = json.loads((tmp_path / "state" / "launcher.json").read_text())
+        # exec, not a child: the launcher's PID is now vLLM's API server.
+        assert state["pid"] == engine.proc.pid and state["phase"] == "starting"
+        cmdline = Path(f"/proc/{engine.proc.pid}/cmdline").read_bytes().split(b"\0")
+        assert b"vllm.entrypoints.openai.api_server" in cmdline
+        models = http_json(engine.url + "/v1/models", headers=headers)
+        assert [m["id"] for m in models["data"]] == [served]
+        assert chat(engine, served, headers)
+        assert chat(engine, served, headers, stream=True)
+        log = engine.log_text()
+        detected = {
+            "ct": "quantization=compressed-tensors",
+            "mo": "quantization=modelopt_fp4",
+            "bf": "quantization=None",
+        }
+        assert detected[fmt[:2]] in log  # vLLM detected the format itself; no --quantization flag
+        assert "--quantization" not in " ".join(state["argv"])
+        if fmt == "ct-nvfp4":
+            assert "Using fp8 data type to store kv cache" in log
+        if "API_KEY" in extra:
+            with pytest.raises(urllib.error.HTTPError) as denied:
+                http_json(engine.url + "/v1/models")
+            assert denied.value.code == 401
+            assert "test-key" not in log and "test-key" not in " ".join(state["argv"])

@@ -1,0 +1,69 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from entrypoint.errors import EngineNotFoundError, ModelUnavailableError
+from entrypoint.launch import launch, shown_argv
+from entrypoint.profile import Catalog
+from entrypoint.resolve import resolve
+from tests.conftest import PROFILES
+from tests.support.configs import seed_config, write_checkpoint
+
+
+class Exec:
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, list[str], dict[str, str]]] = []
+
+    def __call__(self, file: str, argv: list[str], env: dict[str, str]) -> Any:
+        self.calls.append((file, argv, env))
+
+
+def test_launch_writes_starting_state_then_execs_the_argv(tmp_path: Path) -> None:
+    ckpt = write_checkpoint(tmp_path / "ckpt", seed_config("llama"))
+    env = {
+        "MODEL": str(ckpt),
+        "STATE_DIR": str(tmp_path / "state"),
+        "API_KEY": "k3y",
+        "ENGINE_COMMAND": "true {model}",
+        "PATH": "/usr/bin:/bin",
+    }
+    fake = Exec()
+    with pytest.raises(SystemExit):
+        launch(resolve(Catalog([PROFILES]), env, {}), env, execvpe=fake)
+    file, argv, engine_env = fake.calls[0]
+    assert file == "true" and argv[1] == str(ckpt) and engine_env["VLLM_API_KEY"] == "k3y"
+    state = json.loads((tmp_path / "state" / "launcher.json").read_text())
+    assert state["phase"] == "starting" and state["argv"] == argv and state["quantization"] == "none"
+    assert "k3y" not in (tmp_path / "state" / "launcher.json").read_text()
+
+
+def test_missing_local_model_fails_before_exec_and_records_it(tmp_path: Path) -> None:
+    env = {"MODEL": str(tmp_path / "absent"), "STATE_DIR": str(tmp_path / "state")}
+    fake = Exec()
+    with pytest.raises(ModelUnavailableError):
+        launch(resolve(Catalog([PROFILES]), env, {}), env, execvpe=fake)
+    assert fake.calls == []
+    state = json.loads((tmp_path / "state" / "launcher.json").read_text())
+    assert state["phase"] == "failed" and "does not exist" in state["error"]
+
+
+def test_missing_engine_binary_is_a_typed_error(tmp_path: Path) -> None:
+    ckpt = write_checkpoint(tmp_path / "ckpt", seed_config("llama"))
+    env = {"MODEL": str(ckpt), "STATE_DIR": str(tmp_path / "s"), "ENGINE_COMMAND": "no-such-engine {model}"}
+    with pytest.raises(EngineNotFoundError, match="ENGINE_COMMAND"):
+        launch(resolve(Catalog([PROFILES]), env, {}), env, execvpe=Exec())
+
+
+def test_secret_flags_are_redacted_in_shown_argv() -> None:
+    assert shown_argv(["vllm", "--api-key", "x", "--api-key=y", "--port", "1"]) == [
+        "vllm",
+        "--api-key",
+        "<redacted>",
+        "--api-key=<redacted>",
+        "--port",
+        "1",
+    ]
