@@ -65,7 +65,7 @@ def wait_healthy(engine: Engine, deadline_s: float = 240) -> None:
                     return
         except (urllib.error.URLError, ConnectionError, TimeoutError):
             pass
-        time.sleep(1)
+        time.sleep(0.2)
     raise AssertionError(f"engine not healthy in {deadline_s}s:\n{engine.log_text()[-4000:]}")
 
 
