@@ -44,10 +44,23 @@ def main() -> None:
         launch_t, bare_t = [], []
         for i in range(RUNS + 1):
             port = str(free_port())
-            env = clean_env(MODEL=str(ckpt), PORT=port, HOST="127.0.0.1", MAX_MODEL_LEN="512",
-                            STATE_DIR=str(root / "state"), ENGINE_COMMAND=CPU_ENGINE, **CPU_ENGINE_ENV)
-            plan = subprocess.run([sys.executable, "-m", "entrypoint", "plan", "--json"], env=env, cwd=REPO,
-                                  check=True, capture_output=True, text=True)
+            env = clean_env(
+                MODEL=str(ckpt),
+                PORT=port,
+                HOST="127.0.0.1",
+                MAX_MODEL_LEN="512",
+                STATE_DIR=str(root / "state"),
+                ENGINE_COMMAND=CPU_ENGINE,
+                **CPU_ENGINE_ENV,
+            )
+            plan = subprocess.run(
+                [sys.executable, "-m", "entrypoint", "plan", "--json"],
+                env=env,
+                cwd=REPO,
+                check=True,
+                capture_output=True,
+                text=True,
+            )
             bare_argv = json.loads(plan.stdout)["argv"]
             launch_argv = [sys.executable, "-m", "entrypoint", "launch"]
             if i == 0:  # warm-up: fills the OS and compile caches for both
@@ -59,8 +72,10 @@ def main() -> None:
             print(f"run {i}: launch {launch_t[-1]:.2f} s, bare engine {bare_t[-1]:.2f} s", flush=True)
         ratios = [a / b for a, b in zip(launch_t, bare_t, strict=True)]
         ratio = statistics.median(ratios)
-        print(f"time-to-ready launch / bare: median ratio {ratio:.3f} (target <= 1.03) "
-              f"{'OK' if ratio <= 1.03 else 'OVER'}")
+        print(
+            f"time-to-ready launch / bare: median ratio {ratio:.3f} (target <= 1.03) "
+            f"{'OK' if ratio <= 1.03 else 'OVER'}"
+        )
 
 
 if __name__ == "__main__":

@@ -22,15 +22,26 @@ def wall(argv: list[str]) -> float:
 
 
 def main() -> None:
-    plan = [sys.executable, "-m", "entrypoint", "plan", "--profile", "axe-strada-28b-nvfp4a16", "--variant", "mtp"]
+    plan = [
+        sys.executable,
+        "-m",
+        "entrypoint",
+        "plan",
+        "--profile",
+        "axe-strada-28b-nvfp4a16",
+        "--variant",
+        "mtp",
+    ]
     bare = [sys.executable, "-c", "pass"]
     plan_times, bare_times = [], []
     for _ in range(RUNS):  # interleaved so both see the same machine load
         plan_times.append(wall(plan))
         bare_times.append(wall(bare))
     p, b = statistics.median(plan_times), statistics.median(bare_times)
-    print(f"spark-serve plan: median {p:.3f} s over {RUNS} runs (target <= 0.300 s) "
-          f"{'OK' if p <= 0.3 else 'OVER'}")
+    print(
+        f"spark-serve plan: median {p:.3f} s over {RUNS} runs (target <= 0.300 s) "
+        f"{'OK' if p <= 0.3 else 'OVER'}"
+    )
     print(f"bare interpreter: median {b:.3f} s; plan / bare = {p / b:.2f}x")
 
 

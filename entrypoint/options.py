@@ -82,11 +82,10 @@ class Option:
     parse: Parser
     help: str
     secret: bool = False
-    engine: bool = False  # a VllmOptions field, overriding the profile's
 
 
 def _engine(name: str, env: str, help: str) -> Option:
-    return Option(name, env, "--" + name.replace("_", "-"), _engine_field(name), help, engine=True)
+    return Option(name, env, "--" + name.replace("_", "-"), _engine_field(name), help)
 
 
 OPTIONS: tuple[Option, ...] = (
