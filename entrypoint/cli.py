@@ -43,7 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument(
         "--profiles-dir", dest="profiles_dir", metavar="VALUE", help="profile directories [env PROFILES_DIR]"
     )
-    launch = sub.add_parser("launch", help="resolve, prepare the checkpoint and exec vLLM")
+    download = sub.add_parser("download", help="download and verify the checkpoint into HF_HOME, then stop")
+    _add_option_flags(download)
+    launch = sub.add_parser("launch", help="resolve, download/verify the checkpoint and exec vLLM")
     _add_option_flags(launch)
     return parser
 
@@ -58,8 +60,7 @@ def _shown(name: str, value: Any) -> Any:
 
 
 def plan_document(plan: Plan, env: Mapping[str, str]) -> dict[str, Any]:
-    from .command import build_command
-    from .launch import shown_argv
+    from .command import build_command, shown_argv
 
     model = plan.model.path or plan.model.repo or ""
     command = build_command(plan, model, env)
@@ -155,7 +156,21 @@ def cmd_launch(env: Mapping[str, str], args: argparse.Namespace) -> int:
     launch(plan, env)  # replaces this process with vLLM
 
 
-COMMANDS = {"profiles": cmd_profiles, "plan": cmd_plan, "check": cmd_check, "launch": cmd_launch}
+def cmd_download(env: Mapping[str, str], args: argparse.Namespace) -> int:
+    from .launch import download
+
+    cli = vars(args)
+    print(download(resolve(_catalog(env, cli), env, cli)))
+    return ExitCode.OK
+
+
+COMMANDS = {
+    "profiles": cmd_profiles,
+    "plan": cmd_plan,
+    "check": cmd_check,
+    "download": cmd_download,
+    "launch": cmd_launch,
+}
 
 
 def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:

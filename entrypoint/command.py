@@ -12,6 +12,7 @@ from .options import OPTIONS, SECRET_ENV
 from .resolve import ENGINE_FIELDS, Plan, Setting
 
 REDACTED = "<redacted>"
+_SECRET_FLAGS = ("--api-key", "--hf-token")
 
 
 @dataclass(frozen=True)
@@ -68,3 +69,21 @@ def build_command(plan: Plan, model: str, inherited: Mapping[str, str]) -> Engin
     own = {o.env for o in OPTIONS if o.env}
     unset = tuple(sorted(k for k, v in inherited.items() if v == "" and (k in own or k in SECRET_ENV)))
     return EngineCommand(argv, env_set, unset)
+
+
+def shown_argv(argv: list[str]) -> list[str]:
+    """argv with the values of secret-bearing flags redacted (for logs and state)."""
+    shown: list[str] = []
+    hide_next = False
+    for word in argv:
+        if hide_next:
+            shown.append(REDACTED)
+            hide_next = False
+        elif word in _SECRET_FLAGS:
+            shown.append(word)
+            hide_next = True
+        elif word.startswith(tuple(f + "=" for f in _SECRET_FLAGS)):
+            shown.append(word.split("=", 1)[0] + "=<redacted>")
+        else:
+            shown.append(word)
+    return shown

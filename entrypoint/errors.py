@@ -23,6 +23,12 @@ class ExitCode(IntEnum):
     MODEL_UNAVAILABLE = 16  # checkpoint is neither local nor in the Hub cache
     ENGINE_NOT_FOUND = 17  # the engine command cannot be executed
     STATE_UNWRITABLE = 18  # the state directory cannot be written
+    HUB_AUTH = 20  # gated or private repo: token missing, wrong or licence not accepted
+    HUB_NOT_FOUND = 21  # repo, revision or file not on the Hub
+    HUB_UNREACHABLE = 22  # connection errors, timeouts or 5xx after retries
+    DISK_FULL = 23  # not enough free space on the cache volume
+    SNAPSHOT_INCOMPLETE = 24  # offline and the cached snapshot is incomplete
+    INTEGRITY = 25  # a file keeps failing size / sha256 verification
 
 
 class SparkServeError(Exception):
@@ -122,3 +128,76 @@ class StateUnwritableError(SparkServeError, OSError):
             f"STATE_DIR: cannot write {path}: {detail}",
             fix="point STATE_DIR at a writable directory",
         )
+
+
+class HubAuthError(SparkServeError, PermissionError):
+    exit_code = ExitCode.HUB_AUTH
+
+    def __init__(self, repo: str, status: int | None) -> None:
+        self.repo, self.status = repo, status
+        code = f" (HTTP {status})" if status else ""
+        super().__init__(
+            f"Hub refused access to {repo}{code}: the repo is gated, private or does not exist",
+            fix=f"check the repo id; for a gated or private repo set HF_TOKEN to a token with access "
+            f"and accept the licence on the model's page ({repo})",
+        )
+
+
+class HubNotFoundError(SparkServeError, LookupError):
+    exit_code = ExitCode.HUB_NOT_FOUND
+
+    def __init__(self, repo: str, what: str, fix: str) -> None:
+        self.repo = repo
+        super().__init__(f"{repo}: {what} not found on the Hub", fix=fix)
+
+
+class HubUnreachableError(SparkServeError, ConnectionError):
+    exit_code = ExitCode.HUB_UNREACHABLE
+
+    def __init__(self, repo: str, detail: str, *, offline_ready: bool) -> None:
+        self.repo, self.offline_ready = repo, offline_ready
+        fix = (
+            "a complete snapshot is cached: set HF_HUB_OFFLINE=1 to serve it without the Hub"
+            if offline_ready
+            else "check the network or HF_ENDPOINT and start again; the download resumes where it stopped"
+        )
+        super().__init__(f"cannot reach the Hub for {repo}: {detail}", fix=fix)
+
+
+class DiskFullError(SparkServeError, OSError):
+    exit_code = ExitCode.DISK_FULL
+
+    def __init__(self, path: str, needed: int, available: int, *, partial_kept: bool = False) -> None:
+        self.path, self.needed, self.available = path, needed, available
+        kept = "; partial files are kept and the download resumes" if partial_kept else ""
+        super().__init__(
+            f"not enough disk on {path}: need {_gb(needed)}, {_gb(available)} free{kept}",
+            fix="free space on the HF_HOME volume or point HF_HOME at a larger one",
+        )
+
+
+class SnapshotIncompleteError(SparkServeError, FileNotFoundError):
+    exit_code = ExitCode.SNAPSHOT_INCOMPLETE
+
+    def __init__(self, repo: str, missing: list[str]) -> None:
+        self.repo, self.missing = repo, missing
+        shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+        super().__init__(
+            f"cached snapshot of {repo} is incomplete (missing or unverified: {shown})",
+            fix="unset HF_HUB_OFFLINE so the download can finish",
+        )
+
+
+class IntegrityError(SparkServeError, ValueError):
+    exit_code = ExitCode.INTEGRITY
+
+    def __init__(self, repo: str, path: str, detail: str) -> None:
+        self.repo, self.path = repo, path
+        super().__init__(
+            f"{repo}: {path} failed verification twice ({detail})",
+            fix="check the network path (proxy, mirror) to the Hub, then start again",
+        )
+
+
+def _gb(n: int) -> str:
+    return f"{n / 1e9:.2f} GB"

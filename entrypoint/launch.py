@@ -12,37 +12,19 @@ import shutil
 import sys
 import time
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any, NoReturn
 
 from . import __version__
 from .checkpoint import inspect_checkpoint
-from .command import EngineCommand, build_command
+from .command import EngineCommand, build_command, shown_argv
 from .errors import EngineNotFoundError, SparkServeError, StateUnwritableError
 from .fit import fit_checkpoint
 from .locate import locate
 from .resolve import Plan
 from .state import write_state
 
-_SECRET_FLAGS = ("--api-key", "--hf-token")
 Exec = Callable[[str, list[str], dict[str, str]], Any]
-
-
-def shown_argv(argv: list[str]) -> list[str]:
-    """argv with the values of secret-bearing flags redacted (for logs and state)."""
-    shown: list[str] = []
-    hide_next = False
-    for word in argv:
-        if hide_next:
-            shown.append("<redacted>")
-            hide_next = False
-        elif word in _SECRET_FLAGS:
-            shown.append(word)
-            hide_next = True
-        elif word.startswith(tuple(f + "=" for f in _SECRET_FLAGS)):
-            shown.append(word.split("=", 1)[0] + "=<redacted>")
-        else:
-            shown.append(word)
-    return shown
 
 
 def base_state(plan: Plan) -> dict[str, Any]:
@@ -61,12 +43,14 @@ def base_state(plan: Plan) -> dict[str, Any]:
     }
 
 
-def prepare(plan: Plan, environ: Mapping[str, str]) -> tuple[EngineCommand, dict[str, Any]]:
+def prepare(
+    plan: Plan, environ: Mapping[str, str], on_update: Callable[..., None]
+) -> tuple[EngineCommand, dict[str, Any]]:
     """Everything up to (not including) exec; raises typed errors.
 
     Returns the command and what the state file records about the checkpoint.
     """
-    model_dir = locate(plan)
+    model_dir = locate(plan, on_update)
     info = inspect_checkpoint(model_dir)
     plan = fit_checkpoint(plan, info)
     command = build_command(plan, str(model_dir), environ)
@@ -75,23 +59,53 @@ def prepare(plan: Plan, environ: Mapping[str, str]) -> tuple[EngineCommand, dict
     return command, {"model_path": str(model_dir), "quantization": info.quant_format}
 
 
-def launch(plan: Plan, environ: Mapping[str, str], execvpe: Exec = os.execvpe) -> NoReturn:
-    state = base_state(plan)
-    state_dir = plan.value("state_dir")
-    try:
-        command, found = prepare(plan, environ)
-    except SparkServeError as err:
+class StateRecorder:
+    """Writes the launcher's state document as phases change."""
+
+    def __init__(self, plan: Plan) -> None:
+        self.state = base_state(plan)
+        self.state_dir = plan.value("state_dir")
+
+    def update(self, phase: str, download: dict[str, Any] | None = None, **fields: Any) -> None:
+        if download is not None:
+            self.state["download"] = download
+        self.state.update(fields)
+        write_state(self.state_dir, {**self.state, "phase": phase})
+
+    def failed(self, err: SparkServeError) -> None:
         if not isinstance(err, StateUnwritableError):
             with contextlib.suppress(StateUnwritableError):
-                write_state(state_dir, {**state, "phase": "failed", "error": str(err)})
+                self.update("failed", error=str(err))
+
+
+def download(plan: Plan) -> Path:
+    """``spark-serve download``: fetch and verify the checkpoint, record state, stop."""
+    recorder = StateRecorder(plan)
+    try:
+        recorder.update("pending")
+        path = locate(plan, recorder.update)
+    except SparkServeError as err:
+        recorder.failed(err)
+        raise
+    recorder.update("pending", model_path=str(path))
+    return path
+
+
+def launch(plan: Plan, environ: Mapping[str, str], execvpe: Exec = os.execvpe) -> NoReturn:
+    recorder = StateRecorder(plan)
+    try:
+        recorder.update("pending")
+        command, found = prepare(plan, environ, recorder.update)
+    except SparkServeError as err:
+        recorder.failed(err)
         raise
     argv = shown_argv(command.argv)
-    write_state(state_dir, {**state, **found, "phase": "starting", "argv": argv})
+    recorder.update("starting", argv=argv, **found)
     print(f"spark-serve: exec {' '.join(argv)}", file=sys.stderr, flush=True)
     try:
         execvpe(command.argv[0], command.argv, command.env(environ))
     except OSError as err:
         failure = EngineNotFoundError(command.argv[0])
-        write_state(state_dir, {**state, "phase": "failed", "error": str(failure)})
+        recorder.failed(failure)
         raise failure from err
     raise SystemExit(0)  # only reached when execvpe is replaced in tests

@@ -1,15 +1,36 @@
-"""Find the checkpoint directory to serve: a local path or the Hub cache."""
+"""Find the checkpoint directory to serve: a local path, or the Hub snapshot
+(downloaded, resumed and verified on first use)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from .download import DownloadRequest, OnUpdate, ensure_snapshot
 from .errors import ModelUnavailableError
+from .patterns import allow_patterns
 from .resolve import Plan
 
 
-def locate(plan: Plan) -> Path:
-    """Return a local checkpoint directory for the plan, without network access."""
+def download_request(plan: Plan, *, offline: bool) -> DownloadRequest:
+    assert plan.model.repo is not None
+    custom = plan.profile.profile.download if plan.profile is not None else None
+    return DownloadRequest(
+        repo=plan.model.repo,
+        revision=plan.value("revision"),
+        token=plan.value("hf_token") or None,
+        allow=allow_patterns(
+            custom.allow_patterns if custom else None,
+            multimodal=not plan.value("language_model_only"),
+            remote_code=bool(plan.value("trust_remote_code")),
+        ),
+        ignore=list(custom.ignore_patterns) if custom else [],
+        offline=offline,
+        interval=float(plan.value("progress_interval")),
+    )
+
+
+def locate(plan: Plan, on_update: OnUpdate) -> Path:
+    """Return a local, complete checkpoint directory for the plan."""
     if plan.model.path is not None:
         path = Path(plan.model.path)
         if not path.is_dir():
@@ -19,17 +40,6 @@ def locate(plan: Plan) -> Path:
                 "mount the checkpoint there or set MODEL to a profile or Hub repo id",
             )
         return path
-    repo = plan.model.repo
-    assert repo is not None
-    revision = plan.value("revision")
-    from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import LocalEntryNotFoundError
+    from huggingface_hub import constants
 
-    try:
-        return Path(snapshot_download(repo, revision=revision, local_files_only=True))
-    except LocalEntryNotFoundError as err:
-        raise ModelUnavailableError(
-            f"{repo}@{revision}",
-            "is not in the Hugging Face cache (HF_HOME)",
-            "download it into HF_HOME first, or set MODEL to a local checkpoint directory",
-        ) from err
+    return ensure_snapshot(download_request(plan, offline=constants.HF_HUB_OFFLINE), on_update)

@@ -57,6 +57,16 @@ def _port(raw: str) -> int:
     return value
 
 
+def _seconds(raw: str) -> float:
+    try:
+        value = float(raw)
+    except ValueError as err:
+        raise OptionValueError(f"invalid number of seconds {raw!r}", "use a positive number, e.g. 5") from err
+    if not value > 0:
+        raise OptionValueError(f"{value} is not positive", "use a positive number, e.g. 5")
+    return value
+
+
 def _args(raw: str) -> list[str]:
     try:
         return shlex.split(raw)
@@ -130,6 +140,13 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option("profiles_dir", "PROFILES_DIR", "--profiles-dir", _text, "profile directories, separated by ':'"),
     Option("state_dir", "STATE_DIR", "--state-dir", _text, "directory for the launcher's state file"),
+    Option(
+        "progress_interval",
+        "PROGRESS_INTERVAL",
+        "--progress-interval",
+        _seconds,
+        "seconds between download progress lines",
+    ),
 )
 
 BY_NAME: dict[str, Option] = {opt.name: opt for opt in OPTIONS}

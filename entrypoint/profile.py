@@ -69,6 +69,14 @@ class Hardware(_Strict):
     min_compute_capability: Annotated[float, Field(ge=7.0)] = 10.0
 
 
+class Download(_Strict):
+    """Which repo files to fetch. ``allow_patterns`` replaces the defaults;
+    ``ignore_patterns`` is added to the default ignores."""
+
+    allow_patterns: list[str] | None = None
+    ignore_patterns: list[str] = Field(default_factory=list)
+
+
 class Variant(_Strict):
     description: str = ""
     vllm: VllmOptions = Field(default_factory=VllmOptions)
@@ -84,6 +92,7 @@ class Profile(_Strict):
     hardware: Hardware
     vllm: VllmOptions = Field(default_factory=VllmOptions)
     env: dict[str, str] = Field(default_factory=dict)
+    download: Download = Field(default_factory=Download)
     default_variant: str | None = None
     variants: dict[str, Variant] = Field(default_factory=dict)
 

@@ -39,6 +39,7 @@ def builtin_defaults(env: Mapping[str, str]) -> dict[str, Any]:
         "profiles_dir": default_profiles_dir(),
         "state_dir": default_state_dir(env),
         "vllm_extra_args": [],
+        "progress_interval": 5.0,
         "extra_args": [],
     }
 

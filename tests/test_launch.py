@@ -6,8 +6,9 @@ from typing import Any
 
 import pytest
 
+from entrypoint.command import shown_argv
 from entrypoint.errors import EngineNotFoundError, ModelUnavailableError
-from entrypoint.launch import launch, shown_argv
+from entrypoint.launch import launch
 from entrypoint.profile import Catalog
 from entrypoint.resolve import resolve
 from tests.conftest import PROFILES

@@ -1,0 +1,365 @@
+"""First-run download: resumable, verified, visible, offline-capable.
+
+Flow (online): ask the Hub for the file list, sizes and hashes at the
+revision → keep only what serving needs → refuse early when the cache volume
+is too small → fetch each missing LFS file into a stable partial file that the
+next start resumes → verify its sha256 and adopt it into the cache → let
+``snapshot_download`` fetch the small files and link the snapshot → verify
+everything → record it in a manifest. Offline (``HF_HUB_OFFLINE=1``) the cached
+snapshot is used only once its manifest says it is complete.
+"""
+
+from __future__ import annotations
+
+import errno
+import shutil
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+from .errors import (
+    DiskFullError,
+    HubAuthError,
+    HubNotFoundError,
+    HubUnreachableError,
+    IntegrityError,
+    SnapshotIncompleteError,
+    SparkServeError,
+)
+from .patterns import RepoFile, select_files
+from .progress import Progress, Reporter
+from .store import (
+    Manifest,
+    adopt_blob,
+    download_lock,
+    has_blob,
+    hub_cache,
+    partial_path,
+    partial_size,
+    prune_partials,
+)
+from .verify import file_problem, verify_snapshot
+
+T = TypeVar("T")
+OnUpdate = Callable[[str, dict[str, Any] | None], None]
+DISK_MARGIN_MIN = 256 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class DownloadRequest:
+    repo: str
+    revision: str
+    token: str | None
+    allow: list[str]
+    ignore: list[str]
+    offline: bool
+    interval: float = 5.0
+    retries: int = 5
+    backoff: float = 0.5
+
+
+class _Transient(Exception):
+    """A failure worth retrying (connection, timeout, 5xx)."""
+
+
+def _status(err: BaseException) -> int | None:
+    response = getattr(err, "response", None)
+    return getattr(response, "status_code", None)
+
+
+def classify(err: BaseException, req: DownloadRequest) -> BaseException:
+    """Map a huggingface_hub / httpx / OS error to a typed error or _Transient."""
+    import httpx2
+    from huggingface_hub.errors import (
+        EntryNotFoundError,
+        GatedRepoError,
+        HfHubHTTPError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
+
+    if isinstance(err, SparkServeError):
+        return err
+    status = _status(err)
+    if isinstance(err, GatedRepoError) or status in (401, 403):
+        return HubAuthError(req.repo, status)
+    if isinstance(err, RevisionNotFoundError):
+        return HubNotFoundError(
+            req.repo, f"revision '{req.revision}'", "set MODEL_REVISION to an existing branch, tag or commit"
+        )
+    if isinstance(err, EntryNotFoundError):
+        return HubNotFoundError(req.repo, "a listed file", "the repo changed during download; start again")
+    if isinstance(err, RepositoryNotFoundError) or status == 404:
+        return HubNotFoundError(req.repo, "repository", "check MODEL or the profile's repo (owner/name)")
+    if isinstance(err, HfHubHTTPError) and status is not None and status >= 500:
+        return _Transient(f"HTTP {status}")
+    if isinstance(err, (httpx2.TransportError, httpx2.TimeoutException)):
+        return _Transient(type(err).__name__)
+    if isinstance(err, OSError) and err.errno == errno.ENOSPC:
+        return DiskFullError(
+            str(hub_cache()), 0, shutil.disk_usage(_existing(hub_cache())).free, partial_kept=True
+        )
+    if isinstance(err, OSError) and "Consistency check failed" in str(err):
+        return _Transient("truncated body")
+    if isinstance(err, HfHubHTTPError) and status is not None and 400 <= status < 500:
+        return HubNotFoundError(req.repo, f"request (HTTP {status})", "check MODEL and MODEL_REVISION")
+    return err
+
+
+def with_retries(req: DownloadRequest, action: Callable[[], T], what: str) -> T:
+    """Run ``action``; retry transient failures with exponential backoff, never a 4xx."""
+    delay = req.backoff
+    for attempt in range(req.retries + 1):
+        try:
+            return action()
+        except Exception as err:
+            mapped = classify(err, req)
+            if not isinstance(mapped, _Transient):
+                if mapped is err:
+                    raise
+                raise mapped from err
+            if attempt == req.retries:
+                raise HubUnreachableError(
+                    req.repo, f"{what}: {mapped}", offline_ready=offline_ready(req)
+                ) from err
+            print(f"spark-serve: {what}: {mapped}; retrying in {delay:.1f}s", file=sys.stderr, flush=True)
+            time.sleep(delay)
+            delay = min(delay * 2, 30.0)
+    raise AssertionError("unreachable")
+
+
+def _existing(path: Path) -> Path:
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
+def check_disk(needed: int, available: int, where: str) -> None:
+    """Pure: refuse when ``available`` is below ``needed`` plus a margin."""
+    margin = max(DISK_MARGIN_MIN, needed // 50)
+    if needed > 0 and available < needed + margin:
+        raise DiskFullError(where, needed + margin, available)
+
+
+def remote_files(req: DownloadRequest) -> tuple[str, list[RepoFile]]:
+    from huggingface_hub import HfApi
+
+    info = with_retries(
+        req,
+        lambda: HfApi().model_info(req.repo, revision=req.revision, files_metadata=True, token=req.token),
+        "listing files",
+    )
+    files = [
+        RepoFile(
+            s.rfilename,
+            int(s.size or (s.lfs.size if s.lfs else 0) or 0),
+            s.lfs.sha256 if s.lfs else None,
+            s.blob_id,
+        )
+        for s in info.siblings or []
+    ]
+    assert info.sha is not None
+    return info.sha, select_files(files, req.allow, req.ignore)
+
+
+def _cached(repo: str, commit: str, spec: RepoFile) -> Path | None:
+    from huggingface_hub import try_to_load_from_cache
+
+    found = try_to_load_from_cache(repo, spec.path, revision=commit)
+    return Path(found) if isinstance(found, str) else None
+
+
+def fetch_lfs(req: DownloadRequest, commit: str, spec: RepoFile, progress: Progress) -> None:
+    """Download one LFS file into its partial, resuming; verify; adopt into the cache."""
+    from huggingface_hub import hf_hub_url
+    from huggingface_hub.file_download import http_get
+    from huggingface_hub.utils import build_hf_headers  # type: ignore[attr-defined]
+
+    assert spec.sha256 is not None
+    part = partial_path(spec.sha256)
+    part.parent.mkdir(parents=True, exist_ok=True)
+    url = hf_hub_url(req.repo, spec.path, revision=commit)
+
+    def attempt() -> None:
+        done = partial_size(spec.sha256 or "")
+        if done > spec.size:
+            part.unlink()
+            done = 0
+        if done < spec.size:
+            with part.open("ab") as handle:
+                http_get(
+                    url,
+                    handle,
+                    resume_size=done,
+                    headers=build_hf_headers(token=req.token),
+                    expected_size=spec.size,
+                    displayed_filename=spec.path,
+                    tqdm_class=progress.bar_class(),
+                )
+
+    for round_ in (1, 2):
+        with_retries(req, attempt, f"downloading {spec.path}")
+        problem = file_problem(part, spec)
+        if problem is None:
+            adopt_blob(req.repo, part, spec.sha256)
+            return
+        part.unlink(missing_ok=True)
+        progress.add_bytes(-spec.size)
+        print(f"spark-serve: {spec.path}: {problem}; fetching it again", file=sys.stderr, flush=True)
+        if round_ == 2:
+            raise IntegrityError(req.repo, spec.path, problem)
+
+
+def _snapshot(req: DownloadRequest, files: list[RepoFile]) -> Path:
+    from huggingface_hub import snapshot_download
+
+    path = with_retries(
+        req,
+        lambda: snapshot_download(
+            req.repo,
+            revision=req.revision,
+            token=req.token,
+            allow_patterns=[f.path for f in files],
+            max_workers=4,
+        ),
+        "linking the snapshot",
+    )
+    return Path(path)
+
+
+def _repair(req: DownloadRequest, snapshot: Path, bad: dict[str, str], files: list[RepoFile]) -> None:
+    """Remove corrupt files so they are fetched again (LFS through the resumable path)."""
+    from huggingface_hub import hf_hub_download
+
+    for spec in files:
+        if spec.path not in bad:
+            continue
+        print(f"spark-serve: {spec.path}: {bad[spec.path]}; fetching it again", file=sys.stderr, flush=True)
+        link = snapshot / spec.path
+        if spec.is_lfs:
+            target = link.resolve()
+            link.unlink(missing_ok=True)
+            target.unlink(missing_ok=True)
+        else:
+
+            def refetch(path: str = spec.path) -> str:
+                return hf_hub_download(
+                    req.repo, path, revision=snapshot.name, token=req.token, force_download=True
+                )
+
+            with_retries(req, refetch, f"downloading {spec.path}")
+
+
+def _download_once(req: DownloadRequest, on_update: OnUpdate) -> tuple[Path, Manifest, str]:
+    commit, files = remote_files(req)
+    manifest = Manifest.load(req.repo, commit) or Manifest(req.repo, commit, files)
+    manifest.files = files
+    manifest.save()
+    prune_partials({f.sha256 for f in files if f.sha256})
+    missing = [
+        f
+        for f in files
+        if _cached(req.repo, commit, f) is None and not (f.sha256 and has_blob(req.repo, f.sha256))
+    ]
+    resumed = sum(partial_size(f.sha256) for f in missing if f.sha256)
+    needed = sum(f.size for f in missing) - resumed
+    check_disk(needed, shutil.disk_usage(_existing(hub_cache())).free, str(hub_cache()))
+    total = sum(f.size for f in files)
+    progress = Progress(len(files), total, files_done=len(files) - len(missing), bytes_done=total - needed)
+    label = f"{req.repo}@{commit[:12]}"
+    if missing:
+        on_update("downloading", progress.snapshot())
+        with Reporter(progress, label, req.interval, lambda snap: on_update("downloading", snap)):
+            for spec in missing:
+                if spec.is_lfs:
+                    fetch_lfs(req, commit, spec, progress)
+                    progress.file_done()
+            snapshot = _snapshot(req, files)
+            small = [f for f in missing if not f.is_lfs]
+            progress.files_done += len(small)
+            progress.add_bytes(sum(f.size for f in small))
+    else:
+        snapshot = _snapshot(req, files)
+    return snapshot, manifest, commit
+
+
+def ensure_snapshot(req: DownloadRequest, on_update: OnUpdate) -> Path:
+    """Return a complete, verified snapshot directory of ``req.repo`` at ``req.revision``."""
+    from huggingface_hub.utils import disable_progress_bars  # type: ignore[attr-defined]
+
+    disable_progress_bars()  # carriage-return bars read badly in `docker logs`; Reporter prints lines
+    with download_lock():
+        if req.offline:
+            return offline_snapshot(req)
+        for _ in range(3):
+            snapshot, manifest, commit = _download_once(req, on_update)
+            if snapshot.name != commit:
+                print(
+                    f"spark-serve: {req.repo}@{req.revision} moved during download; following it",
+                    file=sys.stderr,
+                    flush=True,
+                )
+                continue
+            on_update("verifying", None)
+            bad = verify_snapshot(snapshot, manifest)
+            if bad:
+                _repair(req, snapshot, bad, manifest.files)
+                manifest.save()
+                snapshot, manifest, commit = _download_once(req, on_update)
+                bad = verify_snapshot(snapshot, manifest)
+                if bad:
+                    path, problem = next(iter(bad.items()))
+                    raise IntegrityError(req.repo, path, problem)
+            manifest.complete = True
+            manifest.save()
+            return snapshot
+        raise HubNotFoundError(
+            req.repo, f"a stable commit for '{req.revision}'", "pin MODEL_REVISION to a commit"
+        )
+
+
+def _local_snapshot(req: DownloadRequest) -> Path | None:
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    try:
+        return Path(
+            snapshot_download(
+                req.repo,
+                revision=req.revision,
+                local_files_only=True,
+                allow_patterns=req.allow,
+                ignore_patterns=req.ignore,
+            )
+        )
+    except (LocalEntryNotFoundError, OSError, ValueError):
+        return None
+
+
+def offline_ready(req: DownloadRequest) -> bool:
+    snapshot = _local_snapshot(req)
+    manifest = Manifest.load(req.repo, snapshot.name) if snapshot else None
+    return bool(manifest and manifest.complete)
+
+
+def offline_snapshot(req: DownloadRequest) -> Path:
+    """The cached snapshot, without network; refused when incomplete."""
+    snapshot = _local_snapshot(req)
+    if snapshot is None:
+        raise SnapshotIncompleteError(req.repo, ["the whole snapshot (nothing cached)"])
+    manifest = Manifest.load(req.repo, snapshot.name)
+    if manifest is None:
+        print(
+            f"spark-serve: {req.repo}: snapshot was not downloaded by spark-serve; serving it unverified",
+            file=sys.stderr,
+            flush=True,
+        )
+        return snapshot
+    bad = verify_snapshot(snapshot, manifest)
+    manifest.save()
+    if bad:
+        raise SnapshotIncompleteError(req.repo, sorted(bad))
+    return snapshot
