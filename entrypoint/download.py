@@ -99,9 +99,7 @@ def classify(err: BaseException, req: DownloadRequest) -> BaseException:
     if isinstance(err, (httpx2.TransportError, httpx2.TimeoutException)):
         return _Transient(type(err).__name__)
     if isinstance(err, OSError) and err.errno == errno.ENOSPC:
-        return DiskFullError(
-            str(hub_cache()), 0, shutil.disk_usage(_existing(hub_cache())).free, partial_kept=True
-        )
+        return DiskFullError(str(hub_cache()), None, shutil.disk_usage(_existing(hub_cache())).free)
     if isinstance(err, OSError) and "Consistency check failed" in str(err):
         return _Transient("truncated body")
     if isinstance(err, HfHubHTTPError) and status is not None and 400 <= status < 500:
@@ -349,7 +347,7 @@ def offline_snapshot(req: DownloadRequest) -> Path:
     """The cached snapshot, without network; refused when incomplete."""
     snapshot = _local_snapshot(req)
     if snapshot is None:
-        raise SnapshotIncompleteError(req.repo, ["the whole snapshot (nothing cached)"])
+        raise SnapshotIncompleteError(req.repo, [])
     manifest = Manifest.load(req.repo, snapshot.name)
     if manifest is None:
         print(

@@ -167,13 +167,15 @@ class HubUnreachableError(SparkServeError, ConnectionError):
 class DiskFullError(SparkServeError, OSError):
     exit_code = ExitCode.DISK_FULL
 
-    def __init__(self, path: str, needed: int, available: int, *, partial_kept: bool = False) -> None:
+    def __init__(self, path: str, needed: int | None, available: int) -> None:
         self.path, self.needed, self.available = path, needed, available
-        kept = "; partial files are kept and the download resumes" if partial_kept else ""
-        super().__init__(
-            f"not enough disk on {path}: need {_gb(needed)}, {_gb(available)} free{kept}",
-            fix="free space on the HF_HOME volume or point HF_HOME at a larger one",
+        what = (
+            f"not enough disk on {path}: need {_gb(needed)}, {_gb(available)} free"
+            if needed is not None
+            else f"disk full on {path} during the download ({_gb(available)} free); "
+            "partial files are kept and the next start resumes them"
         )
+        super().__init__(what, fix="free space on the HF_HOME volume or point HF_HOME at a larger one")
 
 
 class SnapshotIncompleteError(SparkServeError, FileNotFoundError):
@@ -182,10 +184,12 @@ class SnapshotIncompleteError(SparkServeError, FileNotFoundError):
     def __init__(self, repo: str, missing: list[str]) -> None:
         self.repo, self.missing = repo, missing
         shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
-        super().__init__(
-            f"cached snapshot of {repo} is incomplete (missing or unverified: {shown})",
-            fix="unset HF_HUB_OFFLINE so the download can finish",
+        what = (
+            f"cached snapshot of {repo} is incomplete (missing or corrupt: {shown})"
+            if missing
+            else (f"no snapshot of {repo} is in the Hugging Face cache (HF_HOME)")
         )
+        super().__init__(what, fix="unset HF_HUB_OFFLINE so spark-serve can download it")
 
 
 class IntegrityError(SparkServeError, ValueError):

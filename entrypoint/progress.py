@@ -118,7 +118,10 @@ class Reporter:
     def _emit(self) -> None:
         snap = self.progress.snapshot()
         print(format_line(self.label, snap), file=self.stream, flush=True)
-        self.on_update(snap)
+        try:
+            self.on_update(snap)
+        except OSError as err:  # progress in the state file is best effort; the download goes on
+            print(f"spark-serve: progress not recorded: {err}", file=self.stream, flush=True)
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval):

@@ -267,10 +267,10 @@ def _launch_env(tmp_path: Path, **env: str) -> dict[str, str]:
 LAUNCH_CASES = [
     ("local-path-missing", lambda d: {"MODEL": str(d / "absent")}, E.MODEL_UNAVAILABLE, ["does not exist"]),
     (
-        "not-in-cache",
+        "offline-not-cached",
         lambda d: {},
-        E.MODEL_UNAVAILABLE,
-        ["HF_HOME", "DrQianXu/Qwen3-4B-nvfp4-Compressible@main"],
+        E.SNAPSHOT_INCOMPLETE,
+        ["HF_HOME", "DrQianXu/Qwen3-4B-nvfp4-Compressible", "HF_HUB_OFFLINE"],
     ),
     (
         "format-mismatch",
