@@ -37,6 +37,7 @@ $(STAMP): pyproject.toml tests/vllm_plugin/pyproject.toml
 bench: $(STAMP)
 	$(BIN)/python bench/plan_time.py
 	$(BIN)/python bench/launch_ready.py
+	$(BIN)/python bench/download.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info

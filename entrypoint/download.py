@@ -11,128 +11,35 @@ snapshot is used only once its manifest says it is complete.
 
 from __future__ import annotations
 
-import errno
 import shutil
 import sys
-import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from .errors import (
     DiskFullError,
-    HubAuthError,
     HubNotFoundError,
     HubUnreachableError,
     IntegrityError,
     SnapshotIncompleteError,
-    SparkServeError,
 )
+from .fetch import fetch_all
+from .hubcalls import DownloadRequest, existing_parent, with_retries
 from .patterns import RepoFile, select_files
 from .progress import Progress, Reporter
 from .store import (
     Manifest,
-    adopt_blob,
     download_lock,
     has_blob,
     hub_cache,
-    partial_path,
     partial_size,
     prune_partials,
 )
-from .verify import file_problem, verify_snapshot
+from .verify import verify_snapshot
 
-T = TypeVar("T")
 OnUpdate = Callable[[str, dict[str, Any] | None], None]
 DISK_MARGIN_MIN = 256 * 1024 * 1024
-
-
-@dataclass(frozen=True)
-class DownloadRequest:
-    repo: str
-    revision: str
-    token: str | None
-    allow: list[str]
-    ignore: list[str]
-    offline: bool
-    interval: float = 5.0
-    retries: int = 5
-    backoff: float = 0.5
-
-
-class _Transient(Exception):
-    """A failure worth retrying (connection, timeout, 5xx)."""
-
-
-def _status(err: BaseException) -> int | None:
-    response = getattr(err, "response", None)
-    return getattr(response, "status_code", None)
-
-
-def classify(err: BaseException, req: DownloadRequest) -> BaseException:
-    """Map a huggingface_hub / httpx / OS error to a typed error or _Transient."""
-    import httpx2
-    from huggingface_hub.errors import (
-        EntryNotFoundError,
-        GatedRepoError,
-        HfHubHTTPError,
-        RepositoryNotFoundError,
-        RevisionNotFoundError,
-    )
-
-    if isinstance(err, SparkServeError):
-        return err
-    status = _status(err)
-    if isinstance(err, GatedRepoError) or status in (401, 403):
-        return HubAuthError(req.repo, status)
-    if isinstance(err, RevisionNotFoundError):
-        return HubNotFoundError(
-            req.repo, f"revision '{req.revision}'", "set MODEL_REVISION to an existing branch, tag or commit"
-        )
-    if isinstance(err, EntryNotFoundError):
-        return HubNotFoundError(req.repo, "a listed file", "the repo changed during download; start again")
-    if isinstance(err, RepositoryNotFoundError) or status == 404:
-        return HubNotFoundError(req.repo, "repository", "check MODEL or the profile's repo (owner/name)")
-    if isinstance(err, HfHubHTTPError) and status is not None and status >= 500:
-        return _Transient(f"HTTP {status}")
-    if isinstance(err, (httpx2.TransportError, httpx2.TimeoutException)):
-        return _Transient(type(err).__name__)
-    if isinstance(err, OSError) and err.errno == errno.ENOSPC:
-        return DiskFullError(str(hub_cache()), None, shutil.disk_usage(_existing(hub_cache())).free)
-    if isinstance(err, OSError) and "Consistency check failed" in str(err):
-        return _Transient("truncated body")
-    if isinstance(err, HfHubHTTPError) and status is not None and 400 <= status < 500:
-        return HubNotFoundError(req.repo, f"request (HTTP {status})", "check MODEL and MODEL_REVISION")
-    return err
-
-
-def with_retries(req: DownloadRequest, action: Callable[[], T], what: str) -> T:
-    """Run ``action``; retry transient failures with exponential backoff, never a 4xx."""
-    delay = req.backoff
-    for attempt in range(req.retries + 1):
-        try:
-            return action()
-        except Exception as err:
-            mapped = classify(err, req)
-            if not isinstance(mapped, _Transient):
-                if mapped is err:
-                    raise
-                raise mapped from err
-            if attempt == req.retries:
-                raise HubUnreachableError(
-                    req.repo, f"{what}: {mapped}", offline_ready=offline_ready(req)
-                ) from err
-            print(f"spark-serve: {what}: {mapped}; retrying in {delay:.1f}s", file=sys.stderr, flush=True)
-            time.sleep(delay)
-            delay = min(delay * 2, 30.0)
-    raise AssertionError("unreachable")
-
-
-def _existing(path: Path) -> Path:
-    while not path.exists() and path != path.parent:
-        path = path.parent
-    return path
 
 
 def check_disk(needed: int, available: int, where: str) -> None:
@@ -168,47 +75,6 @@ def _cached(repo: str, commit: str, spec: RepoFile) -> Path | None:
 
     found = try_to_load_from_cache(repo, spec.path, revision=commit)
     return Path(found) if isinstance(found, str) else None
-
-
-def fetch_lfs(req: DownloadRequest, commit: str, spec: RepoFile, progress: Progress) -> None:
-    """Download one LFS file into its partial, resuming; verify; adopt into the cache."""
-    from huggingface_hub import hf_hub_url
-    from huggingface_hub.file_download import http_get
-    from huggingface_hub.utils import build_hf_headers  # type: ignore[attr-defined]
-
-    assert spec.sha256 is not None
-    part = partial_path(spec.sha256)
-    part.parent.mkdir(parents=True, exist_ok=True)
-    url = hf_hub_url(req.repo, spec.path, revision=commit)
-
-    def attempt() -> None:
-        done = partial_size(spec.sha256 or "")
-        if done > spec.size:
-            part.unlink()
-            done = 0
-        if done < spec.size:
-            with part.open("ab") as handle:
-                http_get(
-                    url,
-                    handle,
-                    resume_size=done,
-                    headers=build_hf_headers(token=req.token),
-                    expected_size=spec.size,
-                    displayed_filename=spec.path,
-                    tqdm_class=progress.bar_class(),
-                )
-
-    for round_ in (1, 2):
-        with_retries(req, attempt, f"downloading {spec.path}")
-        problem = file_problem(part, spec)
-        if problem is None:
-            adopt_blob(req.repo, part, spec.sha256)
-            return
-        part.unlink(missing_ok=True)
-        progress.add_bytes(-spec.size)
-        print(f"spark-serve: {spec.path}: {problem}; fetching it again", file=sys.stderr, flush=True)
-        if round_ == 2:
-            raise IntegrityError(req.repo, spec.path, problem)
 
 
 def _snapshot(req: DownloadRequest, files: list[RepoFile]) -> Path:
@@ -264,17 +130,14 @@ def _download_once(req: DownloadRequest, on_update: OnUpdate) -> tuple[Path, Man
     ]
     resumed = sum(partial_size(f.sha256) for f in missing if f.sha256)
     needed = sum(f.size for f in missing) - resumed
-    check_disk(needed, shutil.disk_usage(_existing(hub_cache())).free, str(hub_cache()))
+    check_disk(needed, shutil.disk_usage(existing_parent(hub_cache())).free, str(hub_cache()))
     total = sum(f.size for f in files)
     progress = Progress(len(files), total, files_done=len(files) - len(missing), bytes_done=total - needed)
     label = f"{req.repo}@{commit[:12]}"
     if missing:
         on_update("downloading", progress.snapshot())
         with Reporter(progress, label, req.interval, lambda snap: on_update("downloading", snap)):
-            for spec in missing:
-                if spec.is_lfs:
-                    fetch_lfs(req, commit, spec, progress)
-                    progress.file_done()
+            fetch_all(req, commit, [f for f in missing if f.is_lfs], progress, manifest)
             snapshot = _snapshot(req, files)
             small = [f for f in missing if not f.is_lfs]
             progress.files_done += len(small)
@@ -292,31 +155,40 @@ def ensure_snapshot(req: DownloadRequest, on_update: OnUpdate) -> Path:
     with download_lock():
         if req.offline:
             return offline_snapshot(req)
-        for _ in range(3):
+        try:
+            return _online(req, on_update)
+        except HubUnreachableError as err:
+            if not offline_ready(req):
+                raise
+            raise HubUnreachableError(req.repo, err.message.split(": ", 1)[-1], offline_ready=True) from err
+
+
+def _online(req: DownloadRequest, on_update: OnUpdate) -> Path:
+    for _ in range(3):
+        snapshot, manifest, commit = _download_once(req, on_update)
+        if snapshot.name != commit:
+            print(
+                f"spark-serve: {req.repo}@{req.revision} moved during download; following it",
+                file=sys.stderr,
+                flush=True,
+            )
+            continue
+        on_update("verifying", None)
+        bad = verify_snapshot(snapshot, manifest)
+        if bad:
+            _repair(req, snapshot, bad, manifest.files)
+            manifest.save()
             snapshot, manifest, commit = _download_once(req, on_update)
-            if snapshot.name != commit:
-                print(
-                    f"spark-serve: {req.repo}@{req.revision} moved during download; following it",
-                    file=sys.stderr,
-                    flush=True,
-                )
-                continue
-            on_update("verifying", None)
             bad = verify_snapshot(snapshot, manifest)
             if bad:
-                _repair(req, snapshot, bad, manifest.files)
-                manifest.save()
-                snapshot, manifest, commit = _download_once(req, on_update)
-                bad = verify_snapshot(snapshot, manifest)
-                if bad:
-                    path, problem = next(iter(bad.items()))
-                    raise IntegrityError(req.repo, path, problem)
-            manifest.complete = True
-            manifest.save()
-            return snapshot
-        raise HubNotFoundError(
-            req.repo, f"a stable commit for '{req.revision}'", "pin MODEL_REVISION to a commit"
-        )
+                path, problem = next(iter(bad.items()))
+                raise IntegrityError(req.repo, path, problem)
+        manifest.complete = True
+        manifest.save()
+        return snapshot
+    raise HubNotFoundError(
+        req.repo, f"a stable commit for '{req.revision}'", "pin MODEL_REVISION to a commit"
+    )
 
 
 def _local_snapshot(req: DownloadRequest) -> Path | None:

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .download import DownloadRequest, OnUpdate, ensure_snapshot
+from .download import OnUpdate, ensure_snapshot
 from .errors import ModelUnavailableError
+from .hubcalls import DownloadRequest
 from .patterns import allow_patterns
 from .resolve import Plan
 

@@ -38,7 +38,7 @@ def file_problem(path: Path, spec: RepoFile) -> str | None:
     return None
 
 
-def _stamp(path: Path) -> list[int]:
+def stamp(path: Path) -> list[int]:
     stat = path.stat()
     return [stat.st_size, stat.st_mtime_ns]
 
@@ -49,11 +49,11 @@ def verify_snapshot(snapshot: Path, manifest: Manifest) -> dict[str, str]:
     problems: dict[str, str] = {}
     for spec in manifest.files:
         path = snapshot / spec.path
-        if path.is_file() and manifest.verified.get(spec.path) == _stamp(path.resolve()):
+        if path.is_file() and manifest.verified.get(spec.path) == stamp(path.resolve()):
             continue
         problem = file_problem(path, spec)
         if problem is None:
-            manifest.verified[spec.path] = _stamp(path.resolve())
+            manifest.verified[spec.path] = stamp(path.resolve())
         else:
             manifest.verified.pop(spec.path, None)
             problems[spec.path] = problem

@@ -6,6 +6,7 @@ import contextlib
 import os
 import signal
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -245,3 +246,16 @@ def test_disk_full_mid_download_keeps_the_partial(hub: Hub, small_volume: Path, 
     result = download(env)
     assert result.code == 0, result.stderr
     assert (snapshot_of(result.stdout) / WEIGHTS).read_bytes() == big
+
+
+def test_local_path_needs_no_hub(hub: Hub, tmp_path: Path) -> None:
+    from tests.support.configs import seed_config, write_checkpoint
+
+    ckpt = write_checkpoint(tmp_path / "local", seed_config("llama"))
+    marker = tmp_path / "ran"
+    env = hub_env(hub.url, tmp_path, MODEL=str(ckpt), ENGINE_COMMAND=f"sh -c 'touch {marker}' {{model}}")
+    proc = subprocess.run(
+        [sys.executable, "-m", "entrypoint", "launch"], env=env, capture_output=True, text=True
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert marker.exists() and hub.requests == []

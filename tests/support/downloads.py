@@ -18,16 +18,16 @@ SMALL = {"config.json": b'{"model_type": "llama"}', "tokenizer.json": b'{"versio
 
 
 def hub_env(hub_url: str, home: Path, **extra: str) -> dict[str, str]:
-    return clean_env(
-        HF_ENDPOINT=hub_url,
-        HF_HOME=str(home / "hf"),
-        STATE_DIR=str(home / "state"),
-        HF_HUB_DOWNLOAD_TIMEOUT="2",
-        HF_HUB_ETAG_TIMEOUT="2",
-        HF_HUB_DISABLE_TELEMETRY="1",
-        PROGRESS_INTERVAL="0.5",
-        **extra,
-    )
+    defaults = {
+        "HF_ENDPOINT": hub_url,
+        "HF_HOME": str(home / "hf"),
+        "STATE_DIR": str(home / "state"),
+        "HF_HUB_DOWNLOAD_TIMEOUT": "2",
+        "HF_HUB_ETAG_TIMEOUT": "2",
+        "HF_HUB_DISABLE_TELEMETRY": "1",
+        "PROGRESS_INTERVAL": "0.5",
+    }
+    return clean_env(**{**defaults, **extra})
 
 
 def download(env: dict[str, str], *args: str) -> CliResult:

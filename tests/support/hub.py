@@ -48,15 +48,17 @@ def git_blob_id(data: bytes) -> str:
 @dataclass
 class Repo:
     commits: dict[str, dict[str, bytes]] = field(default_factory=dict)
+    meta: dict[str, dict[str, dict[str, Any]]] = field(
+        default_factory=dict
+    )  # stored metadata, like the Hub's
     refs: dict[str, str] = field(default_factory=dict)
     gated: bool = False
 
     def commit(self, files: dict[str, bytes], ref: str = "main") -> str:
-        digest = hashlib.sha1(
-            repr(sorted((k, hashlib.sha256(v).hexdigest()) for k, v in files.items())).encode()
-        )
+        meta = {path: entry(path, data) for path, data in files.items()}
+        digest = hashlib.sha1(repr(sorted((p, m["blobId"]) for p, m in meta.items())).encode())
         sha = digest.hexdigest()
-        self.commits[sha] = dict(files)
+        self.commits[sha], self.meta[sha] = dict(files), meta
         self.refs[ref] = sha
         return sha
 
@@ -201,7 +203,7 @@ def _handler(hub: Hub) -> type[BaseHTTPRequestHandler]:
                 repo, commit = found
                 siblings = [
                     {"rfilename": e.pop("path"), **e}
-                    for e in (entry(p, d) for p, d in sorted(repo.commits[commit].items()))
+                    for e in (dict(repo.meta[commit][p]) for p in sorted(repo.commits[commit]))
                 ]
                 self._json(
                     {
@@ -220,8 +222,8 @@ def _handler(hub: Hub) -> type[BaseHTTPRequestHandler]:
             if found:
                 repo, commit = found
                 items = []
-                for p, data in sorted(repo.commits[commit].items()):
-                    e = entry(p, data)
+                for p in sorted(repo.commits[commit]):
+                    e = repo.meta[commit][p]
                     item: dict[str, Any] = {"type": "file", "oid": e["blobId"], "size": e["size"], "path": p}
                     if "lfs" in e:
                         item["lfs"] = {"oid": e["lfs"]["sha256"], "size": e["size"], "pointerSize": 134}
@@ -237,7 +239,7 @@ def _handler(hub: Hub) -> type[BaseHTTPRequestHandler]:
             if data is None:
                 self._error(404, "EntryNotFound", f"{file_path} does not exist")
                 return
-            e = entry(file_path, data)
+            e = repo.meta[commit][file_path]
             start = 0
             if m := re.match(r"bytes=(\d+)-", self.headers.get("Range", "")):
                 start = min(int(m[1]), len(data))
