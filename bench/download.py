@@ -51,11 +51,16 @@ def main() -> None:
             for times, argv, cache in pair if i % 2 == 0 else reversed(pair):
                 times.append(timed(argv, env))
                 shutil.rmtree(cache, ignore_errors=True)
-            print(f"run {i + 1}: spark-serve {total / ours[-1] / 1e6:.0f} MB/s, "
-                  f"hf download {total / theirs[-1] / 1e6:.0f} MB/s", flush=True)
+            print(
+                f"run {i + 1}: spark-serve {total / ours[-1] / 1e6:.0f} MB/s, "
+                f"hf download {total / theirs[-1] / 1e6:.0f} MB/s",
+                flush=True,
+            )
         ratio = statistics.median(t / o for o, t in zip(ours, theirs, strict=True))
-        print(f"throughput spark-serve / hf download: median ratio {ratio:.3f} (target >= 0.95) "
-              f"{'OK' if ratio >= 0.95 else 'UNDER'}")
+        print(
+            f"throughput spark-serve / hf download: median ratio {ratio:.3f} (target >= 0.95) "
+            f"{'OK' if ratio >= 0.95 else 'UNDER'}"
+        )
 
         big = next(iter(shards))
         home = Path(tmp) / "resume"
@@ -68,11 +73,18 @@ def main() -> None:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         hub.faults.clear()
-        subprocess.run([sys.executable, "-m", "entrypoint", "download"], env=env, cwd=REPO, check=True,
-                       capture_output=True)
+        subprocess.run(
+            [sys.executable, "-m", "entrypoint", "download"],
+            env=env,
+            cwd=REPO,
+            check=True,
+            capture_output=True,
+        )
         resent = hub.bytes_sent[big] - len(shards[big])
-        print(f"killed halfway through a {len(shards[big]) // MiB} MiB file: {resent / MiB:.1f} MiB re-sent "
-              f"(target <= {CHUNK // MiB} MiB) {'OK' if resent <= CHUNK else 'OVER'}")
+        print(
+            f"killed halfway through a {len(shards[big]) // MiB} MiB file: {resent / MiB:.1f} MiB re-sent "
+            f"(target <= {CHUNK // MiB} MiB) {'OK' if resent <= CHUNK else 'OVER'}"
+        )
 
 
 if __name__ == "__main__":
