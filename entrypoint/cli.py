@@ -12,15 +12,15 @@ from typing import Any
 
 from . import __version__
 from .errors import ExitCode, SparkServeError
-from .options import BY_NAME, OPTIONS
+from .options import BY_NAME, OPTIONS, Option
 from .profile import Catalog
 from .resolve import Plan, builtin_defaults, read_raw, resolve
 
 _SECRET_SETTINGS = frozenset(o.name for o in OPTIONS if o.secret)
 
 
-def _add_option_flags(parser: argparse.ArgumentParser) -> None:
-    for option in OPTIONS:
+def _add_option_flags(parser: argparse.ArgumentParser, options: tuple[Option, ...] = OPTIONS) -> None:
+    for option in options:
         if option.flag:
             env = f" [env {option.env}]" if option.env else ""
             parser.add_argument(option.flag, dest=option.name, metavar="VALUE", help=option.help + env)
@@ -47,6 +47,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_option_flags(download)
     launch = sub.add_parser("launch", help="resolve, download/verify the checkpoint and exec vLLM")
     _add_option_flags(launch)
+    from server.settings import SIDECAR_OPTIONS
+
+    sidecar = sub.add_parser("sidecar", help="liveness, readiness, status and metrics for ops (port 8001)")
+    _add_option_flags(sidecar, SIDECAR_OPTIONS)
     return parser
 
 
@@ -164,7 +168,14 @@ def cmd_download(env: Mapping[str, str], args: argparse.Namespace) -> int:
     return ExitCode.OK
 
 
+def cmd_sidecar(env: Mapping[str, str], args: argparse.Namespace) -> int:
+    from server.main import run
+
+    return run(env, vars(args))
+
+
 COMMANDS = {
+    "sidecar": cmd_sidecar,
     "profiles": cmd_profiles,
     "plan": cmd_plan,
     "check": cmd_check,

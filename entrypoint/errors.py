@@ -29,6 +29,7 @@ class ExitCode(IntEnum):
     DISK_FULL = 23  # not enough free space on the cache volume
     SNAPSHOT_INCOMPLETE = 24  # offline and the cached snapshot is incomplete
     INTEGRITY = 25  # a file keeps failing size / sha256 verification
+    SIDECAR_BIND = 30  # the sidecar cannot listen on its port
 
 
 class SparkServeError(Exception):

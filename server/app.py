@@ -1,0 +1,124 @@
+"""The sidecar's FastAPI app: liveness, readiness, status and one scrape target."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+from fastapi import FastAPI
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+from entrypoint import __version__
+
+from .collectors import GpuCollector, ScrapeCollector, SidecarCollector
+from .gpu import Nvml
+from .monitor import Monitor
+from .settings import SidecarSettings
+
+
+class MetricsFetcher:
+    """Fetches vLLM's /metrics; concurrent scrapes share one request in flight."""
+
+    def __init__(self, client: httpx.AsyncClient, url: str, timeout: float) -> None:
+        self.client, self.url, self.timeout = client, url + "/metrics", timeout
+        self._inflight: asyncio.Future[tuple[str | None, float]] | None = None
+
+    async def _fetch(self) -> tuple[str | None, float]:
+        start = time.perf_counter()
+        try:
+            response = await self.client.get(self.url, timeout=self.timeout)
+            text = response.text if response.status_code == 200 else None
+        except httpx.HTTPError:
+            text = None
+        return text, time.perf_counter() - start
+
+    async def fetch(self) -> tuple[str | None, float]:
+        if self._inflight is not None:
+            return await asyncio.shield(self._inflight)
+        future: asyncio.Future[tuple[str | None, float]] = asyncio.get_running_loop().create_future()
+        self._inflight = future
+        try:
+            result = await self._fetch()
+            future.set_result(result)
+            return result
+        finally:
+            self._inflight = None
+
+
+def status_document(monitor: Monitor) -> dict[str, Any]:
+    state = monitor.state or {}
+    verdict = monitor.verdict
+    return {
+        "phase": verdict.phase,
+        "ready": verdict.ready,
+        "reason": verdict.reason,
+        "profile": state.get("profile"),
+        "variant": state.get("variant"),
+        "repo": state.get("repo"),
+        "revision": state.get("revision"),
+        "model_path": state.get("model_path"),
+        "served_model_name": state.get("served_model_name"),
+        "quantization": state.get("quantization"),
+        "download": state.get("download"),
+        "version": __version__,
+        "vllm_version": monitor.vllm_version,
+        "time_to_ready_seconds": monitor.time_to_ready(),
+        "last_error": state.get("error") or monitor.view.error,
+        "updated_at": state.get("updated_at"),
+    }
+
+
+def create_app(settings: SidecarSettings, nvml: Nvml | None = None) -> FastAPI:
+    gpus = nvml or Nvml()
+    holder: dict[str, Any] = {}
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        limits = httpx.Limits(max_connections=64, max_keepalive_connections=32)
+        async with httpx.AsyncClient(limits=limits) as client:
+            monitor = Monitor(settings, client)
+            holder["monitor"] = monitor
+            holder["fetcher"] = MetricsFetcher(client, settings.vllm_url, settings.scrape_timeout)
+            task = asyncio.create_task(monitor.run())
+            try:
+                yield
+            finally:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
+    app = FastAPI(title="spark-serve sidecar", version=__version__, lifespan=lifespan)
+
+    @app.get("/health/live")
+    async def live() -> dict[str, str]:
+        return {"status": "alive"}
+
+    @app.get("/health/ready")
+    async def ready() -> JSONResponse:
+        verdict = holder["monitor"].verdict
+        body = {"ready": verdict.ready, "phase": verdict.phase, "reason": verdict.reason}
+        return JSONResponse(body, status_code=200 if verdict.ready else 503)
+
+    @app.get("/status")
+    async def status() -> dict[str, Any]:
+        return status_document(holder["monitor"])
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        text, duration = await holder["fetcher"].fetch()
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(SidecarCollector(holder["monitor"]))
+        registry.register(GpuCollector(gpus))
+        registry.register(ScrapeCollector(text is not None, duration))
+        ours = generate_latest(registry)
+        upstream = (text or "").encode()
+        if upstream and not upstream.endswith(b"\n"):
+            upstream += b"\n"
+        return Response(upstream + ours, media_type=CONTENT_TYPE_LATEST)
+
+    return app

@@ -1,0 +1,115 @@
+"""Prometheus collectors computed on scrape (never cached state in gauges)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from prometheus_client.core import GaugeMetricFamily, InfoMetricFamily
+from prometheus_client.registry import Collector
+
+from entrypoint import __version__
+from entrypoint.state import PHASES
+
+from .gpu import Nvml
+from .monitor import Monitor
+
+
+class SidecarCollector(Collector):
+    def __init__(self, monitor: Monitor) -> None:
+        self.monitor = monitor
+
+    def collect(self) -> Iterator[GaugeMetricFamily | InfoMetricFamily]:
+        state = self.monitor.state or {}
+        info = InfoMetricFamily("sparkserve", "spark-serve identity and what it serves")
+        info.add_metric(
+            [],
+            {
+                "version": __version__,
+                "vllm_version": self.monitor.vllm_version or "",
+                "profile": str(state.get("profile") or ""),
+                "variant": str(state.get("variant") or ""),
+                "model": str(state.get("repo") or state.get("model_path") or ""),
+                "revision": str(state.get("revision") or ""),
+            },
+        )
+        yield info
+        phase = GaugeMetricFamily("sparkserve_phase", "1 for the current launcher phase", labels=["phase"])
+        current = self.monitor.verdict.phase
+        for name in PHASES:
+            phase.add_metric([name], 1.0 if name == current else 0.0)
+        yield phase
+        download = state.get("download") or {}
+        if download:
+            yield GaugeMetricFamily(
+                "sparkserve_download_size_bytes",
+                "bytes the checkpoint download needs",
+                value=float(download.get("bytes_total", 0)),
+            )
+            yield GaugeMetricFamily(
+                "sparkserve_download_completed_bytes",
+                "bytes of the checkpoint on disk",
+                value=float(download.get("bytes_done", 0)),
+            )
+        ttr = self.monitor.time_to_ready()
+        if ttr is not None:
+            yield GaugeMetricFamily(
+                "sparkserve_time_to_ready_seconds", "launch start to first ready", value=ttr
+            )
+        yield GaugeMetricFamily(
+            "sparkserve_ready",
+            "1 when /health/ready answers 200",
+            value=1.0 if self.monitor.verdict.ready else 0.0,
+        )
+
+
+class ScrapeCollector(Collector):
+    """The outcome of this scrape's fetch of vLLM's /metrics."""
+
+    def __init__(self, up: bool, duration: float) -> None:
+        self.up, self.duration = up, duration
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        yield GaugeMetricFamily(
+            "sparkserve_vllm_up", "1 when vLLM's /metrics answered this scrape", value=1.0 if self.up else 0.0
+        )
+        yield GaugeMetricFamily(
+            "sparkserve_vllm_scrape_duration_seconds", "time to fetch vLLM's /metrics", value=self.duration
+        )
+
+
+class GpuCollector(Collector):
+    def __init__(self, nvml: Nvml) -> None:
+        self.nvml = nvml
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        readings = self.nvml.read()
+        if not readings:
+            return
+        labels = ["gpu", "name"]
+        power = GaugeMetricFamily("sparkserve_gpu_power_watts", "GPU power draw", labels=labels)
+        temp = GaugeMetricFamily("sparkserve_gpu_temperature_celsius", "GPU temperature", labels=labels)
+        util = GaugeMetricFamily("sparkserve_gpu_utilization_ratio", "GPU busy ratio (0-1)", labels=labels)
+        used = GaugeMetricFamily(
+            "sparkserve_gpu_memory_used_bytes",
+            "GPU memory in use; unified = system memory",
+            labels=[*labels, "memory"],
+        )
+        total = GaugeMetricFamily(
+            "sparkserve_gpu_memory_total_bytes",
+            "GPU memory size; unified = system memory",
+            labels=[*labels, "memory"],
+        )
+        for r in readings:
+            base = [str(r.index), r.name]
+            if r.power_watts is not None:
+                power.add_metric(base, r.power_watts)
+            if r.temperature_celsius is not None:
+                temp.add_metric(base, float(r.temperature_celsius))
+            if r.utilization_ratio is not None:
+                util.add_metric(base, r.utilization_ratio)
+            if r.memory_used_bytes is not None and r.memory_total_bytes is not None:
+                used.add_metric([*base, r.memory_kind], r.memory_used_bytes)
+                total.add_metric([*base, r.memory_kind], r.memory_total_bytes)
+        for family in (power, temp, util, used, total):
+            if family.samples:
+                yield family

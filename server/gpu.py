@@ -1,0 +1,110 @@
+"""GPU telemetry through NVML (nvidia-ml-py), read on each scrape.
+
+Every reading is optional: a field NVML does not support is skipped, and
+without NVML or a GPU there are simply no GPU readings. On a GB10 (DGX Spark)
+NVML answers "not supported" for memory because CPU and GPU share one LPDDR5X
+pool; system memory is reported instead, marked ``unified``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+
+@dataclass
+class GpuReading:
+    index: int
+    name: str
+    power_watts: float | None = None
+    temperature_celsius: float | None = None
+    utilization_ratio: float | None = None
+    memory_used_bytes: float | None = None
+    memory_total_bytes: float | None = None
+    memory_kind: str = "dedicated"
+    errors: list[str] = field(default_factory=list)
+
+
+def system_memory(meminfo: Path = Path("/proc/meminfo")) -> tuple[float, float] | None:
+    """(used, total) bytes of system memory, from /proc/meminfo."""
+    try:
+        fields = dict(line.split(":", 1) for line in meminfo.read_text().splitlines() if ":" in line)
+        total = float(fields["MemTotal"].split()[0]) * 1024
+        available = float(fields["MemAvailable"].split()[0]) * 1024
+    except (OSError, KeyError, ValueError):
+        return None
+    return total - available, total
+
+
+def load_nvml() -> ModuleType | None:
+    try:
+        import pynvml
+    except ImportError:
+        return None
+    module: ModuleType = pynvml
+    return module
+
+
+class Nvml:
+    """Initialises NVML once, lazily; remembers if it is unavailable."""
+
+    def __init__(
+        self,
+        loader: Callable[[], Any] = load_nvml,
+        memory: Callable[[], tuple[float, float] | None] = system_memory,
+    ) -> None:
+        self._loader, self._memory = loader, memory
+        self._nvml: Any = None
+        self._failed = False
+
+    def _module(self) -> Any:
+        if self._nvml is None and not self._failed:
+            nvml = self._loader()
+            try:
+                if nvml is None:
+                    raise RuntimeError("nvidia-ml-py is not installed")
+                nvml.nvmlInit()
+                self._nvml = nvml
+            except Exception:  # NVMLError_LibraryNotFound, DriverNotLoaded, ...: no GPU here
+                self._failed = True
+        return self._nvml
+
+    def read(self) -> list[GpuReading]:
+        nvml = self._module()
+        if nvml is None:
+            return []
+        try:
+            count = nvml.nvmlDeviceGetCount()
+        except nvml.NVMLError:
+            return []
+        return [self._read_one(nvml, i) for i in range(count)]
+
+    def _read_one(self, nvml: Any, index: int) -> GpuReading:
+        handle = nvml.nvmlDeviceGetHandleByIndex(index)
+        name = nvml.nvmlDeviceGetName(handle)
+        reading = GpuReading(index, name.decode() if isinstance(name, bytes) else str(name))
+
+        def attempt(what: str, read: Callable[[], Any]) -> Any:
+            try:
+                return read()
+            except nvml.NVMLError as err:
+                reading.errors.append(f"{what}: {err}")
+                return None
+
+        power = attempt("power", lambda: nvml.nvmlDeviceGetPowerUsage(handle))
+        reading.power_watts = power / 1000.0 if power is not None else None
+        reading.temperature_celsius = attempt(
+            "temperature", lambda: nvml.nvmlDeviceGetTemperature(handle, nvml.NVML_TEMPERATURE_GPU)
+        )
+        util = attempt("utilization", lambda: nvml.nvmlDeviceGetUtilizationRates(handle))
+        reading.utilization_ratio = util.gpu / 100.0 if util is not None else None
+        memory = attempt("memory", lambda: nvml.nvmlDeviceGetMemoryInfo(handle))
+        if memory is not None:
+            reading.memory_used_bytes, reading.memory_total_bytes = float(memory.used), float(memory.total)
+        elif (unified := self._memory()) is not None:
+            reading.memory_used_bytes, reading.memory_total_bytes = unified
+            reading.memory_kind = "unified"
+        return reading

@@ -1,0 +1,49 @@
+"""What "ready" means (pure): the launcher is serving, vLLM's /health is 200,
+the served model is listed, and the engine makes progress."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class EngineView:
+    """What the monitor last saw of the engine."""
+
+    health_ok: bool
+    models: tuple[str, ...] | None  # None: /v1/models did not answer
+    running: float  # requests running (vllm:num_requests_running)
+    stalled_for: float  # seconds the token counters have not moved while requests ran
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class Verdict:
+    ready: bool
+    phase: str
+    reason: str
+
+
+def decide(state: dict[str, Any] | None, view: EngineView, window: float) -> Verdict:
+    phase = str(state.get("phase", "pending")) if state else "pending"
+    if phase == "failed":
+        return Verdict(False, "failed", str(state.get("error") if state else "") or "launcher failed")
+    if phase in ("pending", "downloading", "verifying"):
+        return Verdict(False, phase, f"launcher is {phase}")
+    if not view.health_ok:
+        reason = f"vLLM /health is not 200 ({view.error})" if view.error else "vLLM /health is not 200"
+        return Verdict(False, "starting", reason)
+    served = str(state.get("served_model_name", "")) if state else ""
+    if view.models is None:
+        return Verdict(False, "starting", "vLLM /v1/models did not answer")
+    if served and served not in view.models:
+        return Verdict(False, "starting", f"served model '{served}' is not listed by /v1/models")
+    if view.running > 0 and view.stalled_for > window:
+        return Verdict(
+            False,
+            "serving",
+            f"engine stalled: {view.running:g} requests running, "
+            f"no token progress for {view.stalled_for:.0f}s",
+        )
+    return Verdict(True, "serving", "ready")

@@ -1,0 +1,152 @@
+"""The sidecar against the real engine and real Prometheus."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import clean_env
+from tests.support.engine import CPU_ENGINE, CPU_ENGINE_ENV, Engine, free_port, http_json, stop, wait_healthy
+from tests.support.prom import prometheus, promtool, wait_for_series
+from tests.support.sidecar import get, sidecar
+
+pytestmark = pytest.mark.engine
+
+
+@dataclass
+class Stack:
+    engine: Engine
+    sidecar: str
+    codes_while_starting: list[int] = field(default_factory=list)
+
+
+@pytest.fixture(scope="module")
+def stack(
+    checkpoint_factory: Callable[[str], Path], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Stack]:
+    tmp = tmp_path_factory.mktemp("stack")
+    env = clean_env(
+        STATE_DIR=str(tmp / "state"),
+        MODEL=str(checkpoint_factory("bf16")),
+        SERVED_MODEL_NAME="tiny",
+        PORT=str(free_port()),
+        HOST="127.0.0.1",
+        MAX_MODEL_LEN="512",
+        ENGINE_COMMAND=CPU_ENGINE,
+        SIDECAR_PORT=str(free_port()),
+        READY_POLL_INTERVAL="0.5",
+        API_KEY="k",
+        **CPU_ENGINE_ENV,
+    )
+    with sidecar(env, tmp / "sidecar.log") as url:
+        codes = [get(url + "/health/ready")[0]]
+        with (tmp / "engine.log").open("wb") as sink:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "entrypoint", "launch"],
+                env=env,
+                stdout=sink,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        engine = Engine(proc, f"http://127.0.0.1:{env['PORT']}", tmp / "engine.log")
+        deadline = time.monotonic() + 240
+        while codes[-1] != 200 and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.5)
+            codes.append(get(url + "/health/ready")[0])
+        wait_healthy(engine)
+        try:
+            yield Stack(engine, url, codes)
+        finally:
+            stop(proc)
+
+
+def test_ready_flips_from_503_to_200_as_the_engine_comes_up(stack: Stack) -> None:
+    assert stack.codes_while_starting[0] == 503 and stack.codes_while_starting[-1] == 200
+    status = json.loads(get(stack.sidecar + "/status")[1])
+    assert status["phase"] == "serving" and status["ready"] is True
+    assert status["served_model_name"] == "tiny" and status["vllm_version"] == "0.32.0"
+    assert status["time_to_ready_seconds"] > 0
+    assert "k" not in {status.get("api_key"), status.get("last_error")}
+
+
+def test_metrics_pass_vllm_through_and_add_the_sidecar(stack: Stack) -> None:
+    code, body = get(stack.sidecar + "/metrics")
+    text = body.decode()
+    assert code == 200
+    assert "vllm:num_requests_running{" in text and "vllm:kv_cache_usage_perc{" in text
+    assert "sparkserve_vllm_up 1.0" in text and 'sparkserve_phase{phase="serving"} 1.0' in text
+    assert "sparkserve_info{" in text and 'vllm_version="0.32.0"' in text
+    ours = "\n".join(line for line in text.splitlines() if "vllm:" not in line) + "\n"
+    checked = subprocess.run([promtool(), "check", "metrics"], input=ours, capture_output=True, text=True)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+def test_real_prometheus_scrapes_the_sidecar(stack: Stack, tmp_path: Path) -> None:
+    target = stack.sidecar.removeprefix("http://")
+    config = (
+        "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: spark-serve\n"
+        f"    static_configs:\n      - targets: ['{target}']\n"
+    )
+    with prometheus(config, tmp_path / "prom") as url:
+        up = wait_for_series(url, 'sparkserve_vllm_up{job="spark-serve"} == 1')
+        running = wait_for_series(url, "vllm:num_requests_running")
+        assert up[0]["value"][1] == "1" and running[0]["metric"]["model_name"] == "tiny"
+        assert wait_for_series(url, 'up{job="spark-serve"} == 1')
+
+
+def _generate(engine: Engine, stop_at: float) -> None:
+    body = {"model": "tiny", "prompt": "hello world", "max_tokens": 32}
+    while time.monotonic() < stop_at:
+        try:
+            http_json(engine.url + "/v1/completions", body, {"authorization": "Bearer k"})
+        except OSError:
+            return
+
+
+def test_ten_thousand_probes_and_scrapes_under_load_without_error(stack: Stack) -> None:
+    generator = threading.Thread(target=_generate, args=(stack.engine, time.monotonic() + 300), daemon=True)
+    generator.start()
+
+    async def hammer() -> tuple[int, int]:
+        failures, done = 0, 0
+        paths = ["/health/ready", "/metrics"]
+        async with httpx.AsyncClient(base_url=stack.sidecar, timeout=30) as client:
+
+            async def worker(offset: int) -> None:
+                nonlocal failures, done
+                for i in range(offset, 10_000, 32):
+                    response = await client.get(paths[i % 2])
+                    done += 1
+                    failures += response.status_code != 200
+
+            await asyncio.gather(*(worker(k) for k in range(32)))
+        return done, failures
+
+    done, failures = asyncio.run(hammer())
+    assert (done, failures) == (10_000, 0)
+
+
+def test_killed_engine_turns_ready_off_within_five_seconds(stack: Stack) -> None:
+    os.killpg(stack.engine.proc.pid, signal.SIGKILL)
+    stack.engine.proc.wait()
+    start = time.monotonic()
+    while get(stack.sidecar + "/health/ready")[0] != 503:
+        assert time.monotonic() - start < 5, "still ready 5 s after the engine died"
+        time.sleep(0.1)
+    assert get(stack.sidecar + "/health/live")[0] == 200
+    code, body = get(stack.sidecar + "/metrics")
+    assert code == 200 and b"sparkserve_vllm_up 0.0" in body
+    reason = json.loads(get(stack.sidecar + "/health/ready")[1])["reason"]
+    assert "vLLM /health is not 200" in reason

@@ -1,0 +1,148 @@
+"""Sidecar pieces without an engine: readiness rules, NVML paths, metric output."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.utils import floatToGoString
+
+from entrypoint.errors import SettingError
+from server.collectors import GpuCollector
+from server.gpu import Nvml, system_memory
+from server.monitor import engine_counters
+from server.readiness import EngineView, decide
+from server.settings import load_settings
+from tests.support.prom import promtool
+
+UP = EngineView(True, ("m",), 0.0, 0.0)
+SERVING = {"phase": "starting", "served_model_name": "m"}
+
+
+@pytest.mark.parametrize(
+    ("state", "view", "ready", "phase", "reason"),
+    [
+        (None, UP, False, "pending", "launcher is pending"),
+        ({"phase": "downloading"}, UP, False, "downloading", "launcher is downloading"),
+        ({"phase": "failed", "error": "boom; fix"}, UP, False, "failed", "boom; fix"),
+        (SERVING, EngineView(False, None, 0, 0, "ConnectError"), False, "starting", "ConnectError"),
+        (SERVING, EngineView(True, None, 0, 0), False, "starting", "/v1/models did not answer"),
+        (SERVING, EngineView(True, ("other",), 0, 0), False, "starting", "'m' is not listed"),
+        (SERVING, EngineView(True, ("m",), 2, 61), False, "serving", "engine stalled: 2 requests running"),
+        (SERVING, EngineView(True, ("m",), 2, 30), True, "serving", "ready"),
+        (SERVING, UP, True, "serving", "ready"),
+    ],
+)
+def test_readiness_rules(
+    state: dict[str, Any] | None, view: EngineView, ready: bool, phase: str, reason: str
+) -> None:
+    verdict = decide(state, view, window=60)
+    assert (verdict.ready, verdict.phase) == (ready, phase)
+    assert reason in verdict.reason
+
+
+def test_engine_counters_sum_running_and_tokens() -> None:
+    text = (
+        "# TYPE vllm:num_requests_running gauge\n"
+        'vllm:num_requests_running{engine="0",model_name="m"} 3.0\n'
+        "# TYPE vllm:prompt_tokens counter\n"
+        'vllm:prompt_tokens_total{engine="0",model_name="m"} 100.0\n'
+        "# TYPE vllm:generation_tokens counter\n"
+        'vllm:generation_tokens_total{engine="0",model_name="m"} 42.0\n'
+    )
+    assert engine_counters(text) == (3.0, 142.0)
+
+
+class FakeNvml:
+    """Mimics pynvml's API: one GPU; memory can answer 'not supported' like a GB10."""
+
+    NVML_TEMPERATURE_GPU = 0
+
+    class NVMLError(Exception):
+        pass
+
+    def __init__(self, name: str, memory_supported: bool, fail_init: bool = False) -> None:
+        self.name, self.memory_supported, self.fail_init = name, memory_supported, fail_init
+
+    def nvmlInit(self) -> None:
+        if self.fail_init:
+            raise self.NVMLError("Driver Not Loaded")
+
+    def nvmlDeviceGetCount(self) -> int:
+        return 1
+
+    def nvmlDeviceGetHandleByIndex(self, index: int) -> object:
+        return object()
+
+    def nvmlDeviceGetName(self, handle: object) -> str:
+        return self.name
+
+    def nvmlDeviceGetPowerUsage(self, handle: object) -> int:
+        return 45_500
+
+    def nvmlDeviceGetTemperature(self, handle: object, sensor: int) -> int:
+        return 61
+
+    def nvmlDeviceGetUtilizationRates(self, handle: object) -> SimpleNamespace:
+        return SimpleNamespace(gpu=87)
+
+    def nvmlDeviceGetMemoryInfo(self, handle: object) -> SimpleNamespace:
+        if not self.memory_supported:
+            raise self.NVMLError("Not Supported")
+        return SimpleNamespace(used=10 * 2**30, total=80 * 2**30)
+
+
+def scrape(nvml: Nvml) -> str:
+    registry = CollectorRegistry()
+    registry.register(GpuCollector(nvml))
+    return generate_latest(registry).decode()
+
+
+def test_gb10_reports_unified_system_memory() -> None:
+    text = scrape(
+        Nvml(lambda: FakeNvml("NVIDIA GB10", memory_supported=False), memory=lambda: (3e10, 1.28e11))
+    )
+    assert 'sparkserve_gpu_memory_used_bytes{gpu="0",memory="unified",name="NVIDIA GB10"} 3e+10' in text
+    assert 'sparkserve_gpu_memory_total_bytes{gpu="0",memory="unified",name="NVIDIA GB10"} 1.28e+11' in text
+    assert 'sparkserve_gpu_power_watts{gpu="0",name="NVIDIA GB10"} 45.5' in text
+    assert 'sparkserve_gpu_temperature_celsius{gpu="0",name="NVIDIA GB10"} 61.0' in text
+    assert 'sparkserve_gpu_utilization_ratio{gpu="0",name="NVIDIA GB10"} 0.87' in text
+
+
+def test_discrete_gpu_reports_its_own_memory() -> None:
+    text = scrape(Nvml(lambda: FakeNvml("NVIDIA H100", memory_supported=True)))
+    labels = '{gpu="0",memory="dedicated",name="NVIDIA H100"}'
+    assert f"sparkserve_gpu_memory_total_bytes{labels} {floatToGoString(80 * 2**30)}" in text
+    assert f"sparkserve_gpu_memory_used_bytes{labels} {floatToGoString(10 * 2**30)}" in text
+    assert 'memory="unified"' not in text
+
+
+@pytest.mark.parametrize("loader", [lambda: None, lambda: FakeNvml("x", True, fail_init=True)])
+def test_without_nvml_or_gpu_the_gpu_series_are_absent(loader: Any) -> None:
+    assert "sparkserve_gpu" not in scrape(Nvml(loader))
+
+
+def test_system_memory_reads_meminfo(tmp_path: Path) -> None:
+    meminfo = tmp_path / "meminfo"
+    meminfo.write_text("MemTotal:       1000 kB\nMemFree:         100 kB\nMemAvailable:    400 kB\n")
+    assert system_memory(meminfo) == (600 * 1024, 1000 * 1024)
+    assert system_memory(tmp_path / "absent") is None
+
+
+def test_promtool_accepts_the_gpu_and_sidecar_output() -> None:
+    text = scrape(Nvml(lambda: FakeNvml("NVIDIA GB10", memory_supported=False), memory=lambda: (1.0, 2.0)))
+    result = subprocess.run([promtool(), "check", "metrics"], input=text, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_sidecar_settings_name_the_bad_variable() -> None:
+    with pytest.raises(SettingError, match="SIDECAR_PORT"):
+        load_settings({"SIDECAR_PORT": "eighty"}, {})
+    with pytest.raises(SettingError, match="VLLM_URL"):
+        load_settings({"VLLM_URL": "localhost:8000"}, {})
+    settings = load_settings({"PORT": "9000", "READY_PROGRESS_WINDOW": ""}, {})
+    assert settings.vllm_url == "http://127.0.0.1:9000" and settings.ready_window == 60.0
