@@ -38,6 +38,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/plan_time.py
 	$(BIN)/python bench/launch_ready.py
 	$(BIN)/python bench/download.py
+	$(BIN)/python bench/sidecar.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info
