@@ -146,3 +146,33 @@ def test_sidecar_settings_name_the_bad_variable() -> None:
         load_settings({"VLLM_URL": "localhost:8000"}, {})
     settings = load_settings({"PORT": "9000", "READY_PROGRESS_WINDOW": ""}, {})
     assert settings.vllm_url == "http://127.0.0.1:9000" and settings.ready_window == 60.0
+
+
+def test_port_in_use_is_one_line_with_its_exit_code(tmp_path: Path) -> None:
+    import socket
+
+    from entrypoint.errors import ExitCode
+    from tests.conftest import clean_env, run_cli
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        result = run_cli(
+            ["sidecar"], clean_env(SIDECAR_HOST="127.0.0.1", SIDECAR_PORT=port, STATE_DIR=str(tmp_path))
+        )
+    assert result.code == ExitCode.SIDECAR_BIND
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "SIDECAR_PORT" in lines[0] and "Traceback" not in result.stderr
+
+
+def test_real_gpu_through_nvml_when_one_is_present() -> None:
+    """Runs on a machine with an NVIDIA GPU and driver; skipped elsewhere."""
+    readings = Nvml().read()
+    if not readings:
+        pytest.skip("no NVIDIA GPU or NVML driver on this machine")
+    text = scrape(Nvml())
+    for reading in readings:
+        assert reading.name and f'gpu="{reading.index}"' in text
+        assert reading.memory_total_bytes and reading.memory_total_bytes > 0
+    assert "sparkserve_gpu_temperature_celsius{" in text and "sparkserve_gpu_power_watts{" in text
