@@ -1,0 +1,64 @@
+# spark-serve: NVFP4 LLM serving with vLLM on DGX Spark (GB10, SM 12.1, aarch64)
+# and other Blackwell GPUs. vLLM, FlashInfer and torch come from the base image;
+# this image adds only spark-serve. No secrets and no model weights in any layer:
+# checkpoints are downloaded at run time into the HF_HOME volume.
+#
+# BASE_IMAGE: vLLM's multi-arch (amd64 + arm64) CUDA 13 build of the release
+# spark-serve is tested with. vLLM tags its CUDA-variant images vX.Y.Z-cuNNN;
+# GB10 needs CUDA 13 (cu130). NVIDIA's NGC vLLM container is the alternative:
+# pass its tag as BASE_IMAGE (the version check below still applies).
+ARG BASE_IMAGE=vllm/vllm-openai:v0.32.0-cu130
+FROM ${BASE_IMAGE}
+
+ARG VLLM_VERSION=0.32.0
+ARG FLASHINFER_VERSION=0.7.0.post1
+
+LABEL org.opencontainers.image.title="spark-serve" \
+      org.opencontainers.image.description="NVFP4 LLM serving with vLLM on NVIDIA DGX Spark and Blackwell GPUs" \
+      org.opencontainers.image.version="0.1.0" \
+      org.opencontainers.image.licenses="Apache-2.0" \
+      org.opencontainers.image.base.name="${BASE_IMAGE}"
+
+SHELL ["/bin/bash", "-o", "pipefail", "-c"]
+WORKDIR /opt/spark-serve
+
+COPY pyproject.toml README.md ./
+COPY entrypoint ./entrypoint
+COPY server ./server
+COPY configs ./configs
+
+# Fail the build on an untested engine, then install spark-serve alone: its
+# dependencies (pydantic, pyyaml, huggingface_hub, fastapi, uvicorn, httpx,
+# prometheus-client, nvidia-ml-py) are already part of the vLLM image.
+RUN python3 -m entrypoint.versions "vllm==${VLLM_VERSION}" "flashinfer-python==${FLASHINFER_VERSION}" \
+    && python3 -m pip install --no-cache-dir --no-deps --no-build-isolation . \
+    && python3 -c "import entrypoint.cli, server.app" \
+    && useradd --create-home --uid 1000 --shell /usr/sbin/nologin spark \
+    && mkdir -p /cache/huggingface /cache/vllm /cache/flashinfer /cache/triton /cache/cuda /run/spark-serve \
+    && chown -R spark:spark /cache /run/spark-serve
+
+# Caches live on volumes so a restart is warm: the checkpoint (HF_HOME), vLLM's
+# torch.compile cache, FlashInfer's JIT kernels (minutes to build on a Spark),
+# Triton's kernels and the CUDA JIT cache.
+ENV HF_HOME=/cache/huggingface \
+    VLLM_CACHE_ROOT=/cache/vllm \
+    FLASHINFER_WORKSPACE_BASE=/cache/flashinfer \
+    TRITON_CACHE_DIR=/cache/triton \
+    CUDA_CACHE_PATH=/cache/cuda \
+    STATE_DIR=/run/spark-serve \
+    PROFILES_DIR=/opt/spark-serve/configs/profiles \
+    HOST=0.0.0.0 \
+    PORT=8000 \
+    SIDECAR_PORT=8001 \
+    HF_HUB_DISABLE_TELEMETRY=1 \
+    PYTHONUNBUFFERED=1
+
+USER 1000:1000
+EXPOSE 8000 8001
+
+# vLLM's own /health; a first start (download + load + JIT) takes long, hence the start period.
+HEALTHCHECK --interval=30s --timeout=5s --start-period=45m --retries=3 \
+    CMD ["python3", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:' + os.environ.get('PORT', '8000') + '/health', timeout=4)"]
+
+ENTRYPOINT ["spark-serve"]
+CMD ["launch"]

