@@ -160,7 +160,7 @@ def ensure_snapshot(req: DownloadRequest, on_update: OnUpdate) -> Path:
         except HubUnreachableError as err:
             if not offline_ready(req):
                 raise
-            raise HubUnreachableError(req.repo, err.message.split(": ", 1)[-1], offline_ready=True) from err
+            raise HubUnreachableError(req.repo, err.detail, offline_ready=True) from err
 
 
 def _online(req: DownloadRequest, on_update: OnUpdate) -> Path:

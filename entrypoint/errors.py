@@ -156,7 +156,7 @@ class HubUnreachableError(SparkServeError, ConnectionError):
     exit_code = ExitCode.HUB_UNREACHABLE
 
     def __init__(self, repo: str, detail: str, *, offline_ready: bool) -> None:
-        self.repo, self.offline_ready = repo, offline_ready
+        self.repo, self.detail, self.offline_ready = repo, detail, offline_ready
         fix = (
             "a complete snapshot is cached: set HF_HUB_OFFLINE=1 to serve it without the Hub"
             if offline_ready

@@ -21,7 +21,7 @@ from .hubcalls import DownloadRequest, with_retries
 from .patterns import RepoFile
 from .progress import Progress
 from .store import Manifest, adopt_blob, partial_path, partial_size
-from .verify import stamp
+from .verify import lfs_problem, stamp
 
 MAX_WORKERS = 8
 _BLOCK = 8 * 1024 * 1024
@@ -99,11 +99,7 @@ def fetch_lfs(
     for round_ in (1, 2):
         sha = with_retries(req, lambda: _download(req, url, spec, part, progress), f"downloading {spec.path}")
         size = part.stat().st_size
-        problem = (
-            None
-            if size == spec.size and sha == spec.sha256
-            else (f"size {size} != {spec.size}" if size != spec.size else "sha256 mismatch")
-        )
+        problem = lfs_problem(size, sha, spec)
         if problem is None:
             blob = adopt_blob(req.repo, part, spec.sha256)
             manifest.verified[spec.path] = stamp(blob)

@@ -43,11 +43,11 @@ def _engine_field(name: str) -> Parser:
     return parse
 
 
-def _text(raw: str) -> str:
+def parse_text(raw: str) -> str:
     return raw
 
 
-def _port(raw: str) -> int:
+def parse_port(raw: str) -> int:
     try:
         value = int(raw)
     except ValueError as err:
@@ -57,7 +57,7 @@ def _port(raw: str) -> int:
     return value
 
 
-def _seconds(raw: str) -> float:
+def parse_seconds(raw: str) -> float:
     try:
         value = float(raw)
     except ValueError as err:
@@ -99,15 +99,15 @@ def _engine(name: str, env: str, help: str) -> Option:
 
 
 OPTIONS: tuple[Option, ...] = (
-    Option("model", "MODEL", "--model", _text, "profile name, Hub repo id or local checkpoint path"),
-    Option("profile", "PROFILE", "--profile", _text, "profile name (MODEL then names the checkpoint)"),
-    Option("variant", "VARIANT", "--variant", _text, "named variant of the profile"),
-    Option("revision", "MODEL_REVISION", "--revision", _text, "Hub revision: branch, tag or commit"),
+    Option("model", "MODEL", "--model", parse_text, "profile name, Hub repo id or local checkpoint path"),
+    Option("profile", "PROFILE", "--profile", parse_text, "profile name (MODEL then names the checkpoint)"),
+    Option("variant", "VARIANT", "--variant", parse_text, "named variant of the profile"),
+    Option("revision", "MODEL_REVISION", "--revision", parse_text, "Hub revision: branch, tag or commit"),
     Option(
         "served_model_name",
         "SERVED_MODEL_NAME",
         "--served-model-name",
-        _text,
+        parse_text,
         "model name clients use in the API",
     ),
     _engine("max_model_len", "MAX_MODEL_LEN", "maximum context length in tokens"),
@@ -119,11 +119,16 @@ OPTIONS: tuple[Option, ...] = (
     _engine("kv_cache_dtype", "KV_CACHE_DTYPE", "KV cache dtype (auto, fp8, ...)"),
     _engine("shutdown_timeout", "SHUTDOWN_TIMEOUT", "seconds vLLM drains in-flight requests on SIGTERM"),
     Option(
-        "api_key", "API_KEY", None, _text, "API key for /v1 (passed as VLLM_API_KEY, never argv)", secret=True
+        "api_key",
+        "API_KEY",
+        None,
+        parse_text,
+        "API key for /v1 (passed as VLLM_API_KEY, never argv)",
+        secret=True,
     ),
-    Option("hf_token", "HF_TOKEN", None, _text, "Hugging Face token for gated repos", secret=True),
-    Option("host", "HOST", "--host", _text, "address the API binds"),
-    Option("port", "PORT", "--port", _port, "port the API listens on"),
+    Option("hf_token", "HF_TOKEN", None, parse_text, "Hugging Face token for gated repos", secret=True),
+    Option("host", "HOST", "--host", parse_text, "address the API binds"),
+    Option("port", "PORT", "--port", parse_port, "port the API listens on"),
     Option(
         "vllm_extra_args",
         "VLLM_EXTRA_ARGS",
@@ -138,13 +143,15 @@ OPTIONS: tuple[Option, ...] = (
         _engine_command,
         "engine command with a {model} placeholder",
     ),
-    Option("profiles_dir", "PROFILES_DIR", "--profiles-dir", _text, "profile directories, separated by ':'"),
-    Option("state_dir", "STATE_DIR", "--state-dir", _text, "directory for the launcher's state file"),
+    Option(
+        "profiles_dir", "PROFILES_DIR", "--profiles-dir", parse_text, "profile directories, separated by ':'"
+    ),
+    Option("state_dir", "STATE_DIR", "--state-dir", parse_text, "directory for the launcher's state file"),
     Option(
         "progress_interval",
         "PROGRESS_INTERVAL",
         "--progress-interval",
-        _seconds,
+        parse_seconds,
         "seconds between download progress lines",
     ),
 )

@@ -87,7 +87,8 @@ def read_raw(
     return None
 
 
-def _parse(option: Option, raw: str, origin: str) -> Any:
+def parse_option(option: Option, raw: str, origin: str) -> Any:
+    """Parse a raw value; a bad one becomes a SettingError naming the variable or flag."""
     try:
         return option.parse(raw)
     except OptionValueError as err:
@@ -210,7 +211,7 @@ def resolve(catalog: Catalog, env: Mapping[str, str], cli: Mapping[str, str | No
         raw = read_raw(option, env, cli)
         if raw is not None:
             value, source, origin = raw
-            settings[option.name] = Setting(_parse(option, value, origin), source, origin)
+            settings[option.name] = Setting(parse_option(option, value, origin), source, origin)
     plan = Plan(loaded, variant, model, settings, engine_env)
     validate(plan)
     return plan

@@ -24,6 +24,13 @@ def git_blob_id(path: Path) -> str:
     return hashlib.sha1(b"blob %d\0" % len(data) + data, usedforsecurity=False).hexdigest()
 
 
+def lfs_problem(size: int, sha256: str, spec: RepoFile) -> str | None:
+    """Why an LFS file of this size and hash does not match ``spec``, or None."""
+    if size != spec.size:
+        return f"size {size} != {spec.size}"
+    return None if sha256 == spec.sha256 else "sha256 mismatch"
+
+
 def file_problem(path: Path, spec: RepoFile) -> str | None:
     """Why ``path`` does not match ``spec``, or None when it does (hashes it)."""
     if not path.is_file():
@@ -31,9 +38,9 @@ def file_problem(path: Path, spec: RepoFile) -> str | None:
     size = path.stat().st_size
     if size != spec.size:
         return f"size {size} != {spec.size}"
-    if spec.sha256 is not None and sha256_of(path) != spec.sha256:
-        return "sha256 mismatch"
-    if spec.sha256 is None and spec.blob_id is not None and git_blob_id(path) != spec.blob_id:
+    if spec.sha256 is not None:
+        return lfs_problem(size, sha256_of(path), spec)
+    if spec.blob_id is not None and git_blob_id(path) != spec.blob_id:
         return "git blob id mismatch"
     return None
 

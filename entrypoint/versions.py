@@ -28,8 +28,10 @@ def mismatches(pins: list[str]) -> list[str]:
 def main(argv: list[str]) -> int:
     problems = mismatches(argv)
     for line in problems:
-        print(f"spark-serve: build error: {line}; set BASE_IMAGE to an image with the tested versions",
-              file=sys.stderr)
+        print(
+            f"spark-serve: build error: {line}; set BASE_IMAGE to an image with the tested versions",
+            file=sys.stderr,
+        )
     return 1 if problems else 0
 
 

@@ -5,9 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from entrypoint.errors import SettingError
-from entrypoint.options import Option, OptionValueError, _port, _seconds, _text
-from entrypoint.resolve import default_state_dir, read_raw
+from entrypoint.options import Option, OptionValueError, parse_port, parse_seconds, parse_text
+from entrypoint.resolve import default_state_dir, parse_option, read_raw
 
 
 def _url(raw: str) -> str:
@@ -17,24 +16,35 @@ def _url(raw: str) -> str:
 
 
 SIDECAR_OPTIONS: tuple[Option, ...] = (
-    Option("sidecar_host", "SIDECAR_HOST", "--host", _text, "address the sidecar binds"),
-    Option("sidecar_port", "SIDECAR_PORT", "--port", _port, "port of the sidecar"),
+    Option("sidecar_host", "SIDECAR_HOST", "--host", parse_text, "address the sidecar binds"),
+    Option("sidecar_port", "SIDECAR_PORT", "--port", parse_port, "port of the sidecar"),
     Option("vllm_url", "VLLM_URL", "--vllm-url", _url, "where vLLM's API answers"),
-    Option("state_dir", "STATE_DIR", "--state-dir", _text, "directory of the launcher's state file"),
+    Option("state_dir", "STATE_DIR", "--state-dir", parse_text, "directory of the launcher's state file"),
     Option(
-        "api_key", "API_KEY", None, _text, "API key vLLM requires on /v1 (used for /v1/models)", secret=True
+        "api_key",
+        "API_KEY",
+        None,
+        parse_text,
+        "API key vLLM requires on /v1 (used for /v1/models)",
+        secret=True,
     ),
     Option(
         "ready_window",
         "READY_PROGRESS_WINDOW",
         "--ready-window",
-        _seconds,
+        parse_seconds,
         "seconds without token progress, while requests run, before not ready",
     ),
     Option(
-        "poll_interval", "READY_POLL_INTERVAL", "--poll-interval", _seconds, "seconds between engine checks"
+        "poll_interval",
+        "READY_POLL_INTERVAL",
+        "--poll-interval",
+        parse_seconds,
+        "seconds between engine checks",
     ),
-    Option("scrape_timeout", "SCRAPE_TIMEOUT", "--scrape-timeout", _seconds, "timeout for vLLM's /metrics"),
+    Option(
+        "scrape_timeout", "SCRAPE_TIMEOUT", "--scrape-timeout", parse_seconds, "timeout for vLLM's /metrics"
+    ),
 )
 
 
@@ -63,12 +73,6 @@ def load_settings(env: Mapping[str, str], cli: Mapping[str, str | None]) -> Side
     }
     for option in SIDECAR_OPTIONS:
         raw = read_raw(option, env, cli)
-        if raw is None:
-            continue
-        value, _, origin = raw
-        try:
-            values[option.name] = option.parse(value)
-        except OptionValueError as err:
-            what = "environment variable" if origin == option.env else "flag"
-            raise SettingError(f"{what} {origin}", err.detail, err.fix) from err
+        if raw is not None:
+            values[option.name] = parse_option(option, raw[0], raw[2])
     return SidecarSettings(**values)  # type: ignore[arg-type]
