@@ -4,10 +4,11 @@
 # checkpoints are downloaded at run time into the HF_HOME volume.
 #
 # BASE_IMAGE: vLLM's multi-arch (amd64 + arm64) CUDA 13 build of the release
-# spark-serve is tested with. vLLM tags its CUDA-variant images vX.Y.Z-cuNNN;
-# GB10 needs CUDA 13 (cu130). NVIDIA's NGC vLLM container is the alternative:
+# spark-serve is tested with. Since vLLM v0.20.0 the unsuffixed tag (vX.Y.Z) is
+# the CUDA 13 build and -cu129 the CUDA 12.9 variant; -cu130 tags stop at
+# v0.20.0. GB10 needs CUDA 13. NVIDIA's NGC vLLM container is the alternative:
 # pass its tag as BASE_IMAGE (the version check below still applies).
-ARG BASE_IMAGE=vllm/vllm-openai:v0.32.0-cu130
+ARG BASE_IMAGE=vllm/vllm-openai:v0.32.0
 FROM ${BASE_IMAGE}
 
 ARG VLLM_VERSION=0.32.0
@@ -31,6 +32,7 @@ COPY configs ./configs
 # dependencies (pydantic, pyyaml, huggingface_hub, fastapi, uvicorn, httpx,
 # prometheus-client, nvidia-ml-py) are already part of the vLLM image.
 RUN python3 -m entrypoint.versions "vllm==${VLLM_VERSION}" "flashinfer-python==${FLASHINFER_VERSION}" \
+        --torch-cuda 13 \
     && python3 -m pip install --no-cache-dir --no-deps --no-build-isolation . \
     && python3 -c "import entrypoint.cli, server.app" \
     && useradd --create-home --uid 1000 --shell /usr/sbin/nologin spark \

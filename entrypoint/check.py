@@ -14,10 +14,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from .command import build_command
 from .errors import SparkServeError
-from .profile import Catalog
-from .resolve import Plan, resolve
+from .plan.command import build_command
+from .plan.profile import Catalog
+from .plan.resolve import Plan, resolve
 
 _PARSER_MODULES = ("vllm.entrypoints.launchers.cli_args", "vllm.entrypoints.openai.cli_args")
 _ARGPARSE_MODULES = ("vllm.utils.argparse_utils", "vllm.utils")

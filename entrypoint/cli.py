@@ -1,4 +1,4 @@
-"""The ``spark-serve`` command line. Flags derive from :mod:`entrypoint.options`."""
+"""The ``spark-serve`` command line. Flags derive from :mod:`entrypoint.plan.options`."""
 
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ from typing import Any
 
 from . import __version__
 from .errors import ExitCode, SparkServeError
-from .options import BY_NAME, OPTIONS, Option
-from .profile import Catalog
-from .resolve import Plan, builtin_defaults, read_raw, resolve
+from .plan.options import BY_NAME, OPTIONS, Option
+from .plan.profile import Catalog
+from .plan.resolve import Plan, builtin_defaults, read_raw, resolve
 
 _SECRET_SETTINGS = frozenset(o.name for o in OPTIONS if o.secret)
 
@@ -64,7 +64,7 @@ def _shown(name: str, value: Any) -> Any:
 
 
 def plan_document(plan: Plan, env: Mapping[str, str]) -> dict[str, Any]:
-    from .command import build_command, shown_argv
+    from .plan.command import build_command, shown_argv
 
     model = plan.model.path or plan.model.repo or ""
     command = build_command(plan, model, env)

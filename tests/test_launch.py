@@ -6,11 +6,11 @@ from typing import Any
 
 import pytest
 
-from entrypoint.command import shown_argv
 from entrypoint.errors import EngineNotFoundError, ModelUnavailableError
 from entrypoint.launch import launch
-from entrypoint.profile import Catalog
-from entrypoint.resolve import resolve
+from entrypoint.plan.command import shown_argv
+from entrypoint.plan.profile import Catalog
+from entrypoint.plan.resolve import resolve
 from tests.conftest import PROFILES
 from tests.support.configs import seed_config, write_checkpoint
 

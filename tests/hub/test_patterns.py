@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from entrypoint.patterns import RepoFile, allow_patterns, select_files
+from entrypoint.hub.patterns import RepoFile, allow_patterns, select_files
 
 
 def files(*names: str) -> list[RepoFile]:

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from .errors import ConflictError, SettingError, UnknownProfileError
+from ..errors import ConflictError, SettingError, UnknownProfileError
 from .options import BY_NAME, OPTIONS, Option, OptionValueError
 from .profile import Catalog, LoadedProfile, VllmOptions, check_variant, suggest
 
@@ -22,7 +22,7 @@ _REPO_RE = re.compile(r"^[\w.-]+/[\w.-]+$")
 
 
 def default_profiles_dir() -> str:
-    return str(Path(__file__).resolve().parent.parent / "configs" / "profiles")
+    return str(Path(__file__).resolve().parents[2] / "configs" / "profiles")
 
 
 def default_state_dir(env: Mapping[str, str]) -> str:

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from ..errors import CheckpointMismatchError, ConflictError
 from .checkpoint import HYBRID_MIN_BATCHED_TOKENS, CheckpointInfo
-from .errors import CheckpointMismatchError, ConflictError
 from .resolve import Plan, Setting
 
 _FORMAT_NAMES = {

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import CheckpointMismatchError
+from ..errors import CheckpointMismatchError
 
 # vLLM's Mamba-style block alignment needs at least this many batched tokens
 # on hybrid linear-attention models (Gated DeltaNet, Qwen3-Next / Qwen3.5).

@@ -15,7 +15,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from .errors import ProfileInvalidError, ProfileSyntaxError, UnknownProfileError
+from ..errors import ProfileInvalidError, ProfileSyntaxError, UnknownProfileError
 
 QuantFormat = Literal[
     "modelopt-nvfp4",  # ModelOpt NVFP4, W4A4

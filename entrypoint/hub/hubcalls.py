@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
-from .errors import DiskFullError, HubAuthError, HubNotFoundError, HubUnreachableError, SparkServeError
+from ..errors import DiskFullError, HubAuthError, HubNotFoundError, HubUnreachableError, SparkServeError
 from .store import hub_cache
 
 T = TypeVar("T")

@@ -16,7 +16,7 @@ from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from .errors import IntegrityError
+from ..errors import IntegrityError
 from .hubcalls import DownloadRequest, with_retries
 from .patterns import RepoFile
 from .progress import Progress

@@ -4,9 +4,9 @@ import json
 import shlex
 from pathlib import Path
 
-from entrypoint.command import build_command
-from entrypoint.profile import Catalog
-from entrypoint.resolve import resolve
+from entrypoint.plan.command import build_command
+from entrypoint.plan.profile import Catalog
+from entrypoint.plan.resolve import resolve
 from tests.conftest import PROFILES
 
 CATALOG = Catalog([PROFILES])

@@ -4,9 +4,9 @@ import io
 
 import pytest
 
-from entrypoint.download import check_disk
 from entrypoint.errors import DiskFullError
-from entrypoint.progress import Progress, Reporter, format_line
+from entrypoint.hub.download import check_disk
+from entrypoint.hub.progress import Progress, Reporter, format_line
 
 
 class Clock:

@@ -5,8 +5,8 @@ from pathlib import Path
 import pytest
 
 from entrypoint.errors import ConflictError, SettingError
-from entrypoint.profile import Catalog
-from entrypoint.resolve import DEFAULT_PROFILE, resolve
+from entrypoint.plan.profile import Catalog
+from entrypoint.plan.resolve import DEFAULT_PROFILE, resolve
 from tests.conftest import PROFILES
 
 CATALOG = Catalog([PROFILES])

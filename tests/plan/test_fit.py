@@ -4,11 +4,11 @@ from pathlib import Path
 
 import pytest
 
-from entrypoint.checkpoint import HYBRID_MIN_BATCHED_TOKENS, describe
 from entrypoint.errors import CheckpointMismatchError, ConflictError
-from entrypoint.fit import fit_checkpoint
-from entrypoint.profile import Catalog
-from entrypoint.resolve import resolve
+from entrypoint.plan.checkpoint import HYBRID_MIN_BATCHED_TOKENS, describe
+from entrypoint.plan.fit import fit_checkpoint
+from entrypoint.plan.profile import Catalog
+from entrypoint.plan.resolve import resolve
 from tests.conftest import PROFILES
 from tests.support.configs import MODELOPT_NVFP4, seed_config
 

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from entrypoint.errors import ProfileInvalidError, ProfileSyntaxError, UnknownProfileError
-from entrypoint.profile import Catalog, check_variant, parse_profile
+from entrypoint.plan.profile import Catalog, check_variant, parse_profile
 from tests.conftest import PROFILES
 
 SEEDS = {

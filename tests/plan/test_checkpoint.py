@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from entrypoint.checkpoint import describe, inspect_checkpoint
 from entrypoint.errors import CheckpointMismatchError
+from entrypoint.plan.checkpoint import describe, inspect_checkpoint
 from tests.support.configs import MODELOPT_NVFP4, seed_config, write_checkpoint
 
 
@@ -61,7 +61,7 @@ def test_inspection_never_imports_torch(tmp_path: Path) -> None:
 
     write_checkpoint(tmp_path, seed_config("llama"))
     code = (
-        "import sys; from pathlib import Path; from entrypoint.checkpoint import inspect_checkpoint;"
+        "import sys; from pathlib import Path; from entrypoint.plan.checkpoint import inspect_checkpoint;"
         f"inspect_checkpoint(Path({str(tmp_path)!r})); print('torch' in sys.modules, 'vllm' in sys.modules)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

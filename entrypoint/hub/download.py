@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .errors import (
+from ..errors import (
     DiskFullError,
     HubNotFoundError,
     HubUnreachableError,

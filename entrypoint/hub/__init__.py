@@ -1,0 +1,1 @@
+"""The Hugging Face Hub side: resumable, verified, visible checkpoint download."""
