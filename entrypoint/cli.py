@@ -11,7 +11,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from . import __version__
-from .errors import ExitCode, SparkServeError
+from .errors import ExitCode, SettingError, SparkServeError
+from .plan.memory import MemoryPlan
 from .plan.options import BY_NAME, OPTIONS, Option
 from .plan.profile import Catalog
 from .plan.resolve import Plan, builtin_defaults, read_raw, resolve
@@ -56,19 +57,45 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _catalog(env: Mapping[str, str], cli: Mapping[str, Any]) -> Catalog:
     raw = read_raw(BY_NAME["profiles_dir"], env, cli)
-    return Catalog.from_path_list(raw[0] if raw else builtin_defaults(env)["profiles_dir"])
+    catalog = Catalog.from_path_list(raw[0] if raw else builtin_defaults(env)["profiles_dir"])
+    if not catalog.names():
+        where = raw[2] if raw else "built-in profiles directory"
+        dirs = ", ".join(str(d) for d in catalog.dirs) or "(none)"
+        missing = [str(d) for d in catalog.dirs if not d.is_dir()]
+        detail = f"{', '.join(missing)} does not exist" if missing else f"no *.yaml profile in {dirs}"
+        raise SettingError(
+            where, detail, "point PROFILES_DIR at directories holding profile files, e.g. configs/profiles"
+        )
+    return catalog
 
 
 def _shown(name: str, value: Any) -> Any:
     return "<redacted>" if name in _SECRET_SETTINGS else value
 
 
-def plan_document(plan: Plan, env: Mapping[str, str]) -> dict[str, Any]:
+def plan_document(
+    plan: Plan, env: Mapping[str, str], memory: MemoryPlan | None = None, note: str | None = None
+) -> dict[str, Any]:
     from .plan.command import build_command, shown_argv
 
     model = plan.model.path or plan.model.repo or ""
     command = build_command(plan, model, env)
+    device = plan.device
     return {
+        "hardware": None
+        if device is None
+        else {
+            "key": device.key,
+            "name": device.name,
+            "compute_capability": device.compute_capability,
+            "memory": device.memory,
+            "total_bytes": device.total_bytes,
+            "available_bytes": device.available_bytes,
+            "native_fp4": device.native_fp4,
+            "source": device.source,
+        },
+        "memory": memory.to_json() if memory else None,
+        "memory_note": note,
         "profile": plan.profile.name if plan.profile else None,
         "profile_file": str(plan.profile.path) if plan.profile else None,
         "variant": plan.variant,
@@ -96,6 +123,11 @@ def _print_plan(doc: dict[str, Any]) -> None:
     for name, s in doc["settings"].items():
         value = json.dumps(s["value"]) if not isinstance(s["value"], str) else s["value"]
         print(f"  {name:<{width}}  {value}  [{s['source']}: {s['origin']}]")
+    if doc.get("hardware"):
+        hw = doc["hardware"]
+        fp4 = "native FP4" if hw["native_fp4"] else "not native FP4: NVFP4 runs weight-only (Marlin)"
+        print(f"hardware: {hw['key']} ({hw['name']}; {hw['memory']} memory; {fp4}) [{hw['source']}]")
+    _print_memory(doc.get("memory"), doc.get("memory_note"))
     print("command:")
     print(f"  {doc['command']}")
     print("environment:")
@@ -103,6 +135,47 @@ def _print_plan(doc: dict[str, Any]) -> None:
         print(f"  {key}={value}")
     if not doc["env"]:
         print("  (inherited, nothing added)")
+
+
+def _gb(n: float) -> str:
+    return f"{n / 1e9:.1f} GB"
+
+
+def _print_memory(memory: dict[str, Any] | None, note: str | None) -> None:
+    if memory is None:
+        print(f"memory:   not planned ({note or 'no checkpoint metadata'})")
+        return
+    rows = [
+        ("budget", f"{_gb(memory['budget_bytes'])}  ({memory['budget_basis']})"),
+        ("weights", f"{_gb(memory['weights_bytes'])}  ({memory['weights_source']})"),
+        ("allowance", f"{_gb(memory['allowance_bytes'])}  (runtime overhead, activations, sampler)"),
+        (
+            "KV per token",
+            f"{memory['kv_bytes_per_token']:,} B"
+            + (
+                f" + {memory['state_bytes_per_sequence']:,} B per sequence"
+                if memory["state_bytes_per_sequence"]
+                else ""
+            ),
+        ),
+        ("KV cache", f"{_gb(memory['kv_cache_bytes'])}  = {memory['kv_cache_tokens']:,} tokens"),
+        (
+            "sequences",
+            f"{memory['max_concurrent_sequences']} at {memory['max_model_len']:,} tokens"
+            f" (max_num_seqs {memory['max_num_seqs']})",
+        ),
+        (
+            "decode ceiling",
+            "unknown (no bandwidth figure)"
+            if memory["decode_ceiling_tokens_per_s"] is None
+            else f"{memory['decode_ceiling_tokens_per_s']:g} tokens/s per sequence"
+            f" ({memory['decode_ceiling_at_max_len_tokens_per_s']:g} at full context)",
+        ),
+        ("fits", "yes" if memory["fits"] else f"NO: needs {_gb(memory['needed_bytes'])}"),
+    ]
+    print("memory:")
+    for name, value in rows:
+        print(f"  {name:<15} {value}")
 
 
 def cmd_profiles(env: Mapping[str, str], args: argparse.Namespace) -> int:
@@ -126,10 +199,34 @@ def cmd_profiles(env: Mapping[str, str], args: argparse.Namespace) -> int:
     return ExitCode.OK
 
 
+def planned(
+    env: Mapping[str, str], cli: Mapping[str, Any], *, network: bool
+) -> tuple[Plan, MemoryPlan | None, str | None]:
+    """Resolve for this hardware and plan memory from whatever metadata can be had
+    without downloading weights; a missing figure is a note, never a failure."""
+    from .plan.fit import fit_checkpoint
+    from .plan.sizing import apply_memory
+    from .planning import checkpoint_meta, hardware_for, info_from, memory_for
+
+    device, table = hardware_for(env, cli)
+    plan = resolve(_catalog(env, cli), env, cli, device, table)
+    offline = not network or env.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
+    try:
+        meta = checkpoint_meta(plan, offline=offline, retries=0)
+    except SparkServeError as err:
+        return plan, None, f"checkpoint metadata unavailable: {err.message}"
+    if meta is None:
+        return plan, None, "checkpoint metadata is not cached and the Hub is not asked offline"
+    plan = fit_checkpoint(plan, info_from(meta, plan), weights_required=False)
+    memory = memory_for(plan, device, meta, refuse=False)
+    note = f"from {meta.origin}"
+    return (apply_memory(plan, memory) if memory.fits else plan), memory, note
+
+
 def cmd_plan(env: Mapping[str, str], args: argparse.Namespace) -> int:
     cli = vars(args)
-    plan = resolve(_catalog(env, cli), env, cli)
-    doc = plan_document(plan, env)
+    plan, memory, note = planned(env, cli, network=True)
+    doc = plan_document(plan, env, memory, note)
     if args.json:
         print(json.dumps(doc, indent=2))
     else:
@@ -152,19 +249,23 @@ def cmd_check(env: Mapping[str, str], args: argparse.Namespace) -> int:
     return ExitCode.FAILURE if failed else ExitCode.OK
 
 
+def _resolved_for_hardware(env: Mapping[str, str], cli: Mapping[str, Any]) -> Plan:
+    from .planning import hardware_for
+
+    device, table = hardware_for(env, cli)
+    return resolve(_catalog(env, cli), env, cli, device, table)
+
+
 def cmd_launch(env: Mapping[str, str], args: argparse.Namespace) -> int:
     from .launch import launch
 
-    cli = vars(args)
-    plan = resolve(_catalog(env, cli), env, cli)
-    launch(plan, env)  # replaces this process with vLLM
+    launch(_resolved_for_hardware(env, vars(args)), env)  # replaces this process with vLLM
 
 
 def cmd_download(env: Mapping[str, str], args: argparse.Namespace) -> int:
     from .launch import download
 
-    cli = vars(args)
-    print(download(resolve(_catalog(env, cli), env, cli)))
+    print(download(_resolved_for_hardware(env, vars(args))))
     return ExitCode.OK
 
 

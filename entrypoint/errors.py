@@ -23,12 +23,14 @@ class ExitCode(IntEnum):
     MODEL_UNAVAILABLE = 16  # checkpoint is neither local nor in the Hub cache
     ENGINE_NOT_FOUND = 17  # the engine command cannot be executed
     STATE_UNWRITABLE = 18  # the state directory cannot be written
+    MEMORY_TOO_SMALL = 19  # the model does not fit the hardware's memory budget
     HUB_AUTH = 20  # gated or private repo: token missing, wrong or licence not accepted
     HUB_NOT_FOUND = 21  # repo, revision or file not on the Hub
     HUB_UNREACHABLE = 22  # connection errors, timeouts or 5xx after retries
     DISK_FULL = 23  # not enough free space on the cache volume
     SNAPSHOT_INCOMPLETE = 24  # offline and the cached snapshot is incomplete
     INTEGRITY = 25  # a file keeps failing size / sha256 verification
+    HARDWARE_UNSUPPORTED = 26  # the GPU is below the profile's minimum compute capability
     SIDECAR_BIND = 30  # the sidecar cannot listen on its port
 
 
@@ -55,6 +57,20 @@ class UnknownProfileError(SparkServeError, LookupError):
         listing = ", ".join(known) if known else "none defined"
         super().__init__(
             f"{where}: unknown {kind} '{name}'",
+            fix=f"{hint}choose one of: {listing}",
+        )
+
+
+class UnknownVariantError(UnknownProfileError):
+    def __init__(
+        self, profile: str, name: str, known: list[str], *, where: str, suggestion: str | None
+    ) -> None:
+        self.kind, self.name, self.known, self.where, self.profile = "variant", name, known, where, profile
+        hint = f"did you mean '{suggestion}'? " if suggestion else ""
+        listing = ", ".join(known) if known else "it has none (unset VARIANT)"
+        SparkServeError.__init__(
+            self,
+            f"{where}: profile '{profile}' has no variant '{name}'",
             fix=f"{hint}choose one of: {listing}",
         )
 
@@ -128,6 +144,29 @@ class StateUnwritableError(SparkServeError, OSError):
         super().__init__(
             f"STATE_DIR: cannot write {path}: {detail}",
             fix="point STATE_DIR at a writable directory",
+        )
+
+
+class MemoryTooSmallError(SparkServeError, MemoryError):
+    exit_code = ExitCode.MEMORY_TOO_SMALL
+
+    def __init__(self, what: str, needed: int, budget: int, basis: str, ideas: list[str]) -> None:
+        self.needed, self.budget, self.ideas = needed, budget, ideas
+        super().__init__(
+            f"{what} does not fit: needs {_gb(needed)} (weights + one sequence at MAX_MODEL_LEN + "
+            f"runtime allowance), the budget is {_gb(budget)} ({basis}); nothing was downloaded",
+            fix="try " + ", or ".join(ideas),
+        )
+
+
+class HardwareUnsupportedError(SparkServeError, RuntimeError):
+    exit_code = ExitCode.HARDWARE_UNSUPPORTED
+
+    def __init__(self, where: str, device: str, found: float, needed: float) -> None:
+        self.device, self.found, self.needed = device, found, needed
+        super().__init__(
+            f"{where}: {device} has compute capability {found:g}, below the profile's minimum {needed:g}",
+            fix="use newer hardware, or a profile whose hardware.min_compute_capability it meets",
         )
 
 

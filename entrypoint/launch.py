@@ -17,11 +17,15 @@ from typing import Any, NoReturn
 
 from . import __version__
 from .errors import EngineNotFoundError, SparkServeError, StateUnwritableError
+from .hub.metadata import local_meta
 from .locate import locate
 from .plan.checkpoint import inspect_checkpoint
 from .plan.command import EngineCommand, build_command, shown_argv
 from .plan.fit import fit_checkpoint
+from .plan.memory import MemoryPlan
 from .plan.resolve import Plan
+from .plan.sizing import apply_memory
+from .planning import checkpoint_meta, info_from, memory_for
 from .state import write_state
 
 Exec = Callable[[str, list[str], dict[str, str]], Any]
@@ -43,6 +47,25 @@ def base_state(plan: Plan) -> dict[str, Any]:
     }
 
 
+def _offline() -> bool:
+    from huggingface_hub import constants
+
+    return bool(constants.HF_HUB_OFFLINE)
+
+
+def size_before_download(plan: Plan) -> tuple[Plan, MemoryPlan | None]:
+    """Fit and size the plan from the checkpoint's metadata alone, refusing
+    before the first weight byte when the model does not fit the device."""
+    device = plan.device
+    if device is None:
+        return plan, None
+    meta = checkpoint_meta(plan, offline=_offline(), retries=5)
+    if meta is None:  # offline and never planned: sized after locating the snapshot
+        return plan, None
+    plan = fit_checkpoint(plan, info_from(meta, plan), weights_required=False)
+    return plan, memory_for(plan, device, meta, refuse=True)
+
+
 def prepare(
     plan: Plan, environ: Mapping[str, str], on_update: Callable[..., None]
 ) -> tuple[EngineCommand, dict[str, Any]]:
@@ -50,13 +73,22 @@ def prepare(
 
     Returns the command and what the state file records about the checkpoint.
     """
+    plan, memory = size_before_download(plan)
     model_dir = locate(plan, on_update)
     info = inspect_checkpoint(model_dir)
     plan = fit_checkpoint(plan, info)
+    device = plan.device
+    if memory is None and device is not None:
+        memory = memory_for(plan, device, local_meta(model_dir), refuse=True)
+    if memory is not None:
+        plan = apply_memory(plan, memory)
     command = build_command(plan, str(model_dir), environ)
     if shutil.which(command.argv[0], path=environ.get("PATH")) is None:
         raise EngineNotFoundError(command.argv[0])
-    return command, {"model_path": str(model_dir), "quantization": info.quant_format}
+    found: dict[str, Any] = {"model_path": str(model_dir), "quantization": info.quant_format}
+    if memory is not None:
+        found["memory"] = memory.to_json()
+    return command, found
 
 
 class StateRecorder:
@@ -83,6 +115,7 @@ def download(plan: Plan) -> Path:
     recorder = StateRecorder(plan)
     try:
         recorder.update("pending")
+        plan, _ = size_before_download(plan)
         path = locate(plan, recorder.update)
     except SparkServeError as err:
         recorder.failed(err)

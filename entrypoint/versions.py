@@ -42,7 +42,7 @@ def torch_cuda(version_file: Path | None = None) -> str | None:
         version_file = Path(next(iter(spec.submodule_search_locations))) / "version.py"
     tree = ast.parse(version_file.read_text(encoding="utf-8"))
     for node in tree.body:
-        target = node.target if isinstance(node, ast.AnnAssign) else None
+        target: ast.expr | None = node.target if isinstance(node, ast.AnnAssign) else None
         if isinstance(node, ast.Assign) and len(node.targets) == 1:
             target = node.targets[0]
         value = getattr(node, "value", None)

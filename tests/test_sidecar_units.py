@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import subprocess
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -17,6 +16,7 @@ from server.gpu import Nvml, system_memory
 from server.monitor import engine_counters
 from server.readiness import EngineView, decide
 from server.settings import load_settings
+from tests.support.nvml import FakeNvml
 from tests.support.prom import promtool
 
 UP = EngineView(True, ("m",), 0.0, 0.0)
@@ -55,45 +55,6 @@ def test_engine_counters_sum_running_and_tokens() -> None:
         'vllm:generation_tokens_total{engine="0",model_name="m"} 42.0\n'
     )
     assert engine_counters(text) == (3.0, 142.0)
-
-
-class FakeNvml:
-    """Mimics pynvml's API: one GPU; memory can answer 'not supported' like a GB10."""
-
-    NVML_TEMPERATURE_GPU = 0
-
-    class NVMLError(Exception):
-        pass
-
-    def __init__(self, name: str, memory_supported: bool, fail_init: bool = False) -> None:
-        self.name, self.memory_supported, self.fail_init = name, memory_supported, fail_init
-
-    def nvmlInit(self) -> None:
-        if self.fail_init:
-            raise self.NVMLError("Driver Not Loaded")
-
-    def nvmlDeviceGetCount(self) -> int:
-        return 1
-
-    def nvmlDeviceGetHandleByIndex(self, index: int) -> object:
-        return object()
-
-    def nvmlDeviceGetName(self, handle: object) -> str:
-        return self.name
-
-    def nvmlDeviceGetPowerUsage(self, handle: object) -> int:
-        return 45_500
-
-    def nvmlDeviceGetTemperature(self, handle: object, sensor: int) -> int:
-        return 61
-
-    def nvmlDeviceGetUtilizationRates(self, handle: object) -> SimpleNamespace:
-        return SimpleNamespace(gpu=87)
-
-    def nvmlDeviceGetMemoryInfo(self, handle: object) -> SimpleNamespace:
-        if not self.memory_supported:
-            raise self.NVMLError("Not Supported")
-        return SimpleNamespace(used=10 * 2**30, total=80 * 2**30)
 
 
 def scrape(nvml: Nvml) -> str:

@@ -19,9 +19,9 @@ def format_name(fmt: str) -> str:
     return _FORMAT_NAMES.get(fmt, fmt)
 
 
-def fit_checkpoint(plan: Plan, info: CheckpointInfo) -> Plan:
+def fit_checkpoint(plan: Plan, info: CheckpointInfo, *, weights_required: bool = True) -> Plan:
     """Refuse what the checkpoint cannot serve; derive what it forces."""
-    if not info.has_weights:
+    if weights_required and not info.has_weights:
         raise CheckpointMismatchError(
             info.path, "has no *.safetensors weight files", "download the complete checkpoint"
         )

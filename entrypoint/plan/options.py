@@ -28,7 +28,7 @@ class OptionValueError(ValueError):
         self.detail, self.fix = detail, fix
 
 
-def _engine_field(name: str) -> Parser:
+def _engine_field(name: str, what: str, example: str) -> Parser:
     adapter: TypeAdapter[Any] = TypeAdapter(VllmOptions.model_fields[name].annotation)  # type: ignore[arg-type]
 
     def parse(raw: str) -> Any:
@@ -37,7 +37,7 @@ def _engine_field(name: str) -> Parser:
         except ValidationError as err:
             first = err.errors(include_url=False)[0]
             expected = first.get("ctx", {}).get("expected")
-            fix = f"use one of {expected}" if expected else f"use a valid value ({first['msg']})"
+            fix = f"use one of {expected}" if expected else f"use {what}, e.g. {example}"
             raise OptionValueError(f"invalid value {raw!r}: {first['msg']}", fix) from err
 
     return parse
@@ -64,6 +64,16 @@ def parse_seconds(raw: str) -> float:
         raise OptionValueError(f"invalid number of seconds {raw!r}", "use a positive number, e.g. 5") from err
     if not value > 0:
         raise OptionValueError(f"{value} is not positive", "use a positive number, e.g. 5")
+    return value
+
+
+def parse_gigabytes(raw: str) -> float:
+    try:
+        value = float(raw)
+    except ValueError as err:
+        raise OptionValueError(f"invalid size {raw!r}", "use a number of gigabytes, e.g. 8") from err
+    if value < 0:
+        raise OptionValueError(f"{value:g} is negative", "use a number of gigabytes of 0 or more, e.g. 8")
     return value
 
 
@@ -94,8 +104,8 @@ class Option:
     secret: bool = False
 
 
-def _engine(name: str, env: str, help: str) -> Option:
-    return Option(name, env, "--" + name.replace("_", "-"), _engine_field(name), help)
+def _engine(name: str, env: str, help: str, what: str = "a valid value", example: str = "") -> Option:
+    return Option(name, env, "--" + name.replace("_", "-"), _engine_field(name, what, example), help)
 
 
 OPTIONS: tuple[Option, ...] = (
@@ -110,14 +120,59 @@ OPTIONS: tuple[Option, ...] = (
         parse_text,
         "model name clients use in the API",
     ),
-    _engine("max_model_len", "MAX_MODEL_LEN", "maximum context length in tokens"),
     _engine(
-        "gpu_memory_utilization", "GPU_MEMORY_UTILIZATION", "fraction of GPU memory vLLM may use, in (0, 1]"
+        "max_model_len",
+        "MAX_MODEL_LEN",
+        "maximum context length in tokens",
+        "a whole number of tokens",
+        "32768",
     ),
-    _engine("max_num_seqs", "MAX_NUM_SEQS", "maximum concurrent sequences"),
-    _engine("max_num_batched_tokens", "MAX_NUM_BATCHED_TOKENS", "token budget per engine step"),
+    _engine(
+        "gpu_memory_utilization",
+        "GPU_MEMORY_UTILIZATION",
+        "fraction of GPU memory vLLM may use, in (0, 1]",
+        "a fraction above 0 and at most 1",
+        "0.85",
+    ),
+    _engine(
+        "max_num_seqs", "MAX_NUM_SEQS", "maximum concurrent sequences", "a whole number of sequences", "64"
+    ),
+    _engine(
+        "max_num_batched_tokens",
+        "MAX_NUM_BATCHED_TOKENS",
+        "token budget per engine step",
+        "a whole number of tokens",
+        "8192",
+    ),
     _engine("kv_cache_dtype", "KV_CACHE_DTYPE", "KV cache dtype (auto, fp8, ...)"),
-    _engine("shutdown_timeout", "SHUTDOWN_TIMEOUT", "seconds vLLM drains in-flight requests on SIGTERM"),
+    _engine(
+        "shutdown_timeout",
+        "SHUTDOWN_TIMEOUT",
+        "seconds vLLM drains in-flight requests on SIGTERM",
+        "a whole number of seconds",
+        "30",
+    ),
+    _engine(
+        "kv_cache_memory_bytes",
+        "KV_CACHE_MEMORY_BYTES",
+        "bytes of KV cache (default on unified memory: the memory planner's figure)",
+        "a whole number of bytes",
+        "17179869184",
+    ),
+    Option(
+        "hardware",
+        "HARDWARE",
+        "--hardware",
+        parse_text,
+        "plan for this hardware (configs/hardware.yaml) instead of detecting it",
+    ),
+    Option(
+        "memory_reserve_gb",
+        "MEMORY_RESERVE_GB",
+        "--memory-reserve-gb",
+        parse_gigabytes,
+        "unified memory left to the OS, Docker and the sidecar, in GB",
+    ),
     Option(
         "api_key",
         "API_KEY",

@@ -15,7 +15,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from ..errors import ProfileInvalidError, ProfileSyntaxError, UnknownProfileError
+from ..errors import ProfileInvalidError, ProfileSyntaxError, UnknownProfileError, UnknownVariantError
 
 QuantFormat = Literal[
     "modelopt-nvfp4",  # ModelOpt NVFP4, W4A4
@@ -61,6 +61,7 @@ class VllmOptions(_Strict):
     moe_backend: str | None = None
     linear_backend: str | None = None
     shutdown_timeout: Annotated[int, Field(ge=0)] | None = None
+    kv_cache_memory_bytes: PositiveInt | None = None
     extra_args: list[str] = Field(default_factory=list)
 
 
@@ -95,6 +96,7 @@ class Profile(_Strict):
     download: Download = Field(default_factory=Download)
     default_variant: str | None = None
     variants: dict[str, Variant] = Field(default_factory=dict)
+    hardware_overrides: dict[str, Variant] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _default_variant_exists(self) -> Profile:
@@ -206,11 +208,7 @@ def check_variant(loaded: LoadedProfile, variant: str, *, where: str) -> Variant
     variants = loaded.profile.variants
     if variant not in variants:
         known = sorted(variants)
-        raise UnknownProfileError(
-            f"variant of profile '{loaded.name}'",
-            variant,
-            known,
-            where=where,
-            suggestion=suggest(variant, known),
+        raise UnknownVariantError(
+            loaded.name, variant, known, where=where, suggestion=suggest(variant, known)
         )
     return variants[variant]

@@ -12,12 +12,20 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from ..errors import ConflictError, SettingError, UnknownProfileError
+from ..errors import (
+    ConflictError,
+    HardwareUnsupportedError,
+    ProfileInvalidError,
+    SettingError,
+    UnknownProfileError,
+)
+from .hardware import Device, HardwareTable
 from .options import BY_NAME, OPTIONS, Option, OptionValueError
 from .profile import Catalog, LoadedProfile, VllmOptions, check_variant, suggest
 
 DEFAULT_PROFILE = "qwen3-4b-nvfp4"
 ENGINE_FIELDS: tuple[str, ...] = tuple(n for n in VllmOptions.model_fields if n != "extra_args")
+BACKEND_FIELDS = ("linear_backend", "moe_backend")
 _REPO_RE = re.compile(r"^[\w.-]+/[\w.-]+$")
 
 
@@ -65,6 +73,7 @@ class Plan:
     model: ModelRef
     settings: dict[str, Setting]
     engine_env: dict[str, Setting] = field(default_factory=dict)
+    device: Device | None = None
 
     def value(self, name: str) -> Any:
         setting = self.settings.get(name)
@@ -175,7 +184,13 @@ def _layer(settings: dict[str, Setting], values: dict[str, Any], source: str, or
         settings[name] = Setting(value, source, f"{origin}{name}")
 
 
-def resolve(catalog: Catalog, env: Mapping[str, str], cli: Mapping[str, str | None]) -> Plan:
+def resolve(
+    catalog: Catalog,
+    env: Mapping[str, str],
+    cli: Mapping[str, str | None],
+    device: Device | None = None,
+    table: HardwareTable | None = None,
+) -> Plan:
     loaded, model, variant = select(catalog, env, cli)
     settings: dict[str, Setting] = {
         name: Setting(value, "default", "built-in default") for name, value in builtin_defaults(env).items()
@@ -202,6 +217,8 @@ def resolve(catalog: Catalog, env: Mapping[str, str], cli: Mapping[str, str | No
             engine_env.update(
                 {k: Setting(v, "variant", f"{path}: variants.{variant}.env.{k}") for k, v in var.env.items()}
             )
+        if device is not None and table is not None:
+            _hardware_layer(loaded, device, table, settings, engine_env)
     else:
         name = model.repo if model.kind == "repo" else Path(model.path or "model").name
         settings["served_model_name"] = Setting(name, "default", "derived from MODEL")
@@ -212,9 +229,46 @@ def resolve(catalog: Catalog, env: Mapping[str, str], cli: Mapping[str, str | No
         if raw is not None:
             value, source, origin = raw
             settings[option.name] = Setting(parse_option(option, value, origin), source, origin)
-    plan = Plan(loaded, variant, model, settings, engine_env)
+    plan = Plan(loaded, variant, model, settings, engine_env, device)
     validate(plan)
     return plan
+
+
+def _hardware_layer(
+    loaded: LoadedProfile,
+    device: Device,
+    table: HardwareTable,
+    settings: dict[str, Setting],
+    engine_env: dict[str, Setting],
+) -> None:
+    """The profile's override for this hardware, then what the hardware forbids."""
+    prof, path = loaded.profile, loaded.path
+    for key in prof.hardware_overrides:
+        if key not in table.devices:
+            raise ProfileInvalidError(
+                str(path),
+                f"hardware_overrides.{key}",
+                f"'{key}' is not in the hardware table",
+                f"use one of: {', '.join(sorted(table.devices))}",
+            )
+    need = prof.hardware.min_compute_capability
+    if device.compute_capability is not None and device.compute_capability < need:
+        raise HardwareUnsupportedError(str(path), device.label, device.compute_capability, need)
+    override = prof.hardware_overrides.get(device.key)
+    if override is not None:
+        origin = f"{path}: hardware_overrides.{device.key}."
+        _layer(settings, override.vllm.model_dump(exclude_none=True), "hardware", origin + "vllm.")
+        engine_env.update({k: Setting(v, "hardware", f"{origin}env.{k}") for k, v in override.env.items()})
+    if not device.native_fp4:
+        for name in BACKEND_FIELDS:
+            current = settings.get(name)
+            if current is not None and current.value in table.native_fp4_backends:
+                settings[name] = Setting(
+                    None,
+                    "hardware",
+                    f"{device.key} has no native FP4: {current.value} ({current.origin}) dropped; "
+                    "vLLM runs NVFP4 weight-only through its Marlin fallback",
+                )
 
 
 def validate(plan: Plan) -> None:

@@ -78,7 +78,8 @@ class Hub:
         self.repos: dict[str, Repo] = {}
         self.faults: list[Fault] = []
         self.bytes_sent: Counter[str] = Counter()
-        self.gets: Counter[str] = Counter()
+        self.gets: Counter[str] = Counter()  # GETs of a whole file, or of its rest from an offset
+        self.range_gets: Counter[str] = Counter()  # GETs of a closed byte range (bytes=a-b)
         self.requests: list[tuple[str, str]] = []
         self.lock = threading.Lock()
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
@@ -116,6 +117,7 @@ class Hub:
         with self.lock:
             self.bytes_sent.clear()
             self.gets.clear()
+            self.range_gets.clear()
             self.requests.clear()
 
 
@@ -240,11 +242,13 @@ def _handler(hub: Hub) -> type[BaseHTTPRequestHandler]:
                 self._error(404, "EntryNotFound", f"{file_path} does not exist")
                 return
             e = repo.meta[commit][file_path]
-            start = 0
-            if m := re.match(r"bytes=(\d+)-", self.headers.get("Range", "")):
-                start = min(int(m[1]), len(data))
-            body = data[start:]
-            self.send_response(206 if start else 200)
+            start, end = 0, len(data) - 1
+            ranged = re.match(r"bytes=(\d+)-(\d*)", self.headers.get("Range", ""))
+            if ranged:
+                start = min(int(ranged[1]), len(data))
+                end = min(int(ranged[2]), len(data) - 1) if ranged[2] else end
+            body = data[start : end + 1]
+            self.send_response(206 if ranged else 200)
             self.send_header("X-Repo-Commit", commit)
             if "lfs" in e:
                 self.send_header("X-Linked-Etag", f'"{e["lfs"]["sha256"]}"')
@@ -253,18 +257,19 @@ def _handler(hub: Hub) -> type[BaseHTTPRequestHandler]:
             else:
                 self.send_header("ETag", f'"{e["blobId"]}"')
             self.send_header("Accept-Ranges", "bytes")
-            if start:
-                self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
+            if ranged:
+                self.send_header("Content-Range", f"bytes {start}-{end}/{len(data)}")
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
             if self.command == "HEAD":
                 return
+            header_read = bool(ranged and ranged[2])  # a closed range is not a fetch of the file
             with hub.lock:
-                hub.gets[file_path] += 1
-            self._send_body(file_path, body, start)
+                (hub.range_gets if header_read else hub.gets)[file_path] += 1
+            self._send_body(file_path, body, start, faults=not header_read)
 
-        def _send_body(self, file_path: str, body: bytes, start: int) -> None:
-            fault = hub.take_fault(file_path, ("drop", "stall", "corrupt", "truncate"))
+        def _send_body(self, file_path: str, body: bytes, start: int, *, faults: bool = True) -> None:
+            fault = hub.take_fault(file_path, ("drop", "stall", "corrupt", "truncate")) if faults else None
             limit = len(body)
             if fault is not None and fault.kind in ("drop", "truncate", "stall"):
                 limit = max(min(fault.after - start, len(body)), 0)

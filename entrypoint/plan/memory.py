@@ -1,0 +1,227 @@
+"""The memory planner (pure): weights + KV + allowance against the device budget.
+
+Budget. Dedicated memory: ``gpu_memory_utilization`` × the GPU's memory, as
+vLLM itself computes it. Unified memory (GB10) and the host: MemTotal less a
+reserve for the OS, Docker and the sidecar (``MEMORY_RESERVE_GB``), capped at
+the profile's ``gpu_memory_utilization`` share when the profile sets one.
+
+Allowance, for what vLLM takes beyond weights and KV: the device's measured
+runtime overhead (hardware table: CUDA context, workspaces, CUDA graphs,
+torch.compile), plus activations of one step at ``max_num_batched_tokens``
+(4 hidden-size and 2 MLP-width activations per token, in the model dtype),
+plus the sampler's float32 logits and probabilities for ``max_num_seqs``.
+
+KV per token: only full-attention layers (and the MTP draft's layers when MTP
+is on) hold KV; sliding-window layers hold at most their window per sequence
+and linear-attention layers a fixed state per sequence.
+
+On unified memory vLLM's profiling cannot tell the model's memory from the
+rest of the system, so the plan passes an explicit ``--kv-cache-memory-bytes``
+(vLLM 0.32 then skips profiling) and a ``--gpu-memory-utilization`` just large
+enough for weights + KV + allowance: with a KV size set, vLLM uses utilization
+only in its start check, utilization × MemTotal <= available memory (vLLM
+reads MemAvailable on an integrated GPU).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from .hardware import GB, Device
+from .shape import ModelShape, WeightSizes
+
+VLLM_DEFAULT_UTILIZATION = 0.9
+
+
+def vllm_default_batching(device: Device) -> tuple[int, int]:
+    """vLLM 0.32's (max_num_seqs, max_num_batched_tokens) for the API server when
+    unset, by device memory (EngineArgs._set_default_max_num_seqs_and_batched_tokens_args)."""
+    if device.total_bytes >= 160 * (1 << 30):
+        return 1024, 16384
+    if device.total_bytes >= 70 * (1 << 30) and "a100" not in device.name.lower():
+        return 1024, 8192
+    return 256, 2048
+
+
+@dataclass(frozen=True)
+class MemoryInputs:
+    shape: ModelShape
+    weights: WeightSizes
+    kv_cache_dtype: str | None
+    max_model_len: int
+    max_num_seqs: int
+    max_num_batched_tokens: int
+    language_model_only: bool
+    mtp: bool
+    utilization: float | None  # the plan's gpu_memory_utilization, if any
+    utilization_is_users: bool  # set through the environment or a flag
+    kv_cache_memory_bytes: int | None  # set explicitly
+    reserve_bytes: int
+
+
+@dataclass(frozen=True)
+class MemoryPlan:
+    hardware: str
+    memory_kind: str
+    device_bytes: int
+    reserve_bytes: int
+    budget_bytes: int
+    budget_basis: str
+    weights_bytes: int
+    allowance_bytes: int
+    kv_bytes_per_token: int
+    state_bytes_per_sequence: int
+    kv_cache_bytes: int
+    kv_cache_tokens: int
+    max_model_len: int
+    max_num_seqs: int
+    max_concurrent_sequences: int
+    needed_bytes: int  # weights + allowance + one sequence at max_model_len
+    fits: bool
+    explicit_kv: bool  # the plan passes --kv-cache-memory-bytes
+    gpu_memory_utilization: float | None  # what the plan passes (None: leave it)
+    decode_ceiling_tokens_per_s: float | None
+    decode_ceiling_at_max_len_tokens_per_s: float | None
+    weights_source: str
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def kv_bytes(kv_cache_dtype: str | None, shape: ModelShape) -> int:
+    return 1 if (kv_cache_dtype or "auto").startswith("fp8") else shape.dtype_bytes
+
+
+def per_token_and_sequence(shape: ModelShape, inputs: MemoryInputs, kv_dtype: str | None) -> tuple[int, int]:
+    """(KV bytes per token, fixed bytes per sequence) for this model and settings."""
+    per_layer = shape.attention_bytes_per_token(kv_bytes(kv_dtype, shape))
+    layers = shape.full_attention_layers + (shape.mtp_layers if inputs.mtp else 0)
+    window = min(shape.sliding_window or inputs.max_model_len, inputs.max_model_len)
+    per_sequence = shape.sliding_layers * window * per_layer
+    per_sequence += shape.linear_layers * shape.linear_state_bytes(shape.dtype_bytes)
+    return layers * per_layer, per_sequence
+
+
+def allowance(shape: ModelShape, device: Device, seqs: int, tokens: int) -> int:
+    width = max(shape.intermediate_size, shape.experts_per_token * shape.moe_intermediate_size)
+    activations = tokens * (4 * shape.hidden_size + 2 * width) * shape.dtype_bytes
+    logits = seqs * shape.vocab_size * 4 * 2
+    return device.overhead_bytes + activations + logits
+
+
+def _budget(device: Device, inputs: MemoryInputs) -> tuple[int, str]:
+    total = device.total_bytes
+    if device.memory == "dedicated" or inputs.utilization_is_users:
+        util = inputs.utilization or VLLM_DEFAULT_UTILIZATION
+        return int(total * util), f"gpu_memory_utilization {util:g} × {total / GB:.1f} GB"
+    budget = total - inputs.reserve_bytes
+    basis = f"{total / GB:.1f} GB {device.memory} − {inputs.reserve_bytes / GB:.1f} GB reserve"
+    if inputs.utilization is not None and inputs.utilization * total < budget:
+        return int(
+            inputs.utilization * total
+        ), f"profile's gpu_memory_utilization {inputs.utilization:g} share"
+    return budget, basis
+
+
+def decode_ceiling(
+    shape: ModelShape, weights: WeightSizes, device: Device, kv_token: int, context: int
+) -> float | None:
+    """Tokens/s one sequence can reach at most: bandwidth ÷ bytes read per token."""
+    if device.bandwidth_bytes_per_s is None:
+        return None
+    dense = weights.language_model - weights.experts
+    routed = (
+        weights.experts * shape.experts_per_token / shape.num_experts
+        if shape.num_experts
+        else weights.experts
+    )
+    read = dense + routed + kv_token * context
+    return round(device.bandwidth_bytes_per_s / read, 1) if read > 0 else None
+
+
+def plan_memory(device: Device, inputs: MemoryInputs) -> MemoryPlan:
+    shape, weights = inputs.shape, inputs.weights
+    weights_bytes = weights.total - (weights.vision if inputs.language_model_only else 0)
+    weights_bytes -= 0 if inputs.mtp else weights.mtp
+    per_token, per_seq = per_token_and_sequence(shape, inputs, inputs.kv_cache_dtype)
+    extra = allowance(shape, device, inputs.max_num_seqs, inputs.max_num_batched_tokens)
+    budget, basis = _budget(device, inputs)
+    one_sequence = inputs.max_model_len * per_token + per_seq
+    needed = weights_bytes + extra + one_sequence
+    room = max(budget - weights_bytes - extra, 0)
+    all_sequences = inputs.max_num_seqs * one_sequence
+    explicit = (
+        inputs.kv_cache_memory_bytes is None
+        and device.memory != "dedicated"
+        and not inputs.utilization_is_users
+    )
+    if inputs.kv_cache_memory_bytes is not None:
+        kv_cache = inputs.kv_cache_memory_bytes
+    elif explicit:
+        kv_cache = min(room, all_sequences)  # on shared memory, take no more than the sequences can use
+    else:
+        kv_cache = room
+    utilization: float | None = None
+    if explicit and device.total_bytes:
+        utilization = min(
+            max(math.ceil((weights_bytes + extra + kv_cache) / device.total_bytes * 100) / 100, 0.01), 1.0
+        )
+    return MemoryPlan(
+        hardware=device.key,
+        memory_kind=device.memory,
+        device_bytes=device.total_bytes,
+        reserve_bytes=inputs.reserve_bytes if device.memory != "dedicated" else 0,
+        budget_bytes=budget,
+        budget_basis=basis,
+        weights_bytes=weights_bytes,
+        allowance_bytes=extra,
+        kv_bytes_per_token=per_token,
+        state_bytes_per_sequence=per_seq,
+        kv_cache_bytes=kv_cache,
+        kv_cache_tokens=kv_cache // per_token if per_token else 0,
+        max_model_len=inputs.max_model_len,
+        max_num_seqs=inputs.max_num_seqs,
+        max_concurrent_sequences=kv_cache // one_sequence if one_sequence else 0,
+        needed_bytes=needed,
+        fits=needed <= budget,
+        explicit_kv=explicit,
+        gpu_memory_utilization=utilization,
+        decode_ceiling_tokens_per_s=decode_ceiling(shape, weights, device, per_token, 0),
+        decode_ceiling_at_max_len_tokens_per_s=decode_ceiling(
+            shape, weights, device, per_token, inputs.max_model_len
+        ),
+        weights_source=weights.source,
+    )
+
+
+def what_would_fit(device: Device, inputs: MemoryInputs, plan: MemoryPlan) -> list[str]:
+    """Suggestions, each checked by planning again, for a plan that does not fit."""
+    ideas: list[str] = []
+    per_token, per_seq = plan.kv_bytes_per_token, plan.state_bytes_per_sequence
+    spare = plan.budget_bytes - plan.weights_bytes - plan.allowance_bytes - per_seq
+    if per_token and spare > 0:
+        longest = spare // per_token
+        if longest >= 256:
+            ideas.append(f"MAX_MODEL_LEN={int(longest // 256 * 256)} or less")
+    if inputs.max_num_seqs > 8:
+        fewer = plan_memory(
+            device,
+            _with(inputs, max_num_seqs=8, max_num_batched_tokens=min(inputs.max_num_batched_tokens, 2048)),
+        )
+        if fewer.fits:
+            ideas.append("MAX_NUM_SEQS=8")
+    if (
+        not (inputs.kv_cache_dtype or "auto").startswith("fp8")
+        and plan_memory(device, _with(inputs, kv_cache_dtype="fp8")).fits
+    ):
+        ideas.append("KV_CACHE_DTYPE=fp8")
+    text_only = _with(inputs, language_model_only=True)
+    if inputs.weights.vision and not inputs.language_model_only and plan_memory(device, text_only).fits:
+        ideas.append("a text-only variant (language_model_only)")
+    return ideas or ["a smaller checkpoint (another profile), or hardware with more memory"]
+
+
+def _with(inputs: MemoryInputs, **changes: Any) -> MemoryInputs:
+    return MemoryInputs(**{**asdict(inputs), "shape": inputs.shape, "weights": inputs.weights, **changes})

@@ -1,0 +1,143 @@
+"""What the memory planner needs from a checkpoint (pure, from JSON only).
+
+:class:`ModelShape` comes from ``config.json`` (its ``text_config`` for
+vision-language models); :class:`WeightSizes` from the safetensors headers'
+tensor names and byte ranges, split into the language model, its routed
+experts, the vision tower and the MTP layers.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+_DTYPE_BYTES = {"float32": 4, "float": 4, "bfloat16": 2, "float16": 2, "half": 2}
+_VISION = re.compile(
+    r"(^|\.)(visual|vision_tower|vision_model|vision_encoder|multi_modal_projector|mm_projector)\."
+)
+_MTP = re.compile(r"(^|\.)mtp\.")
+_EXPERT = re.compile(r"\.experts\.")
+_LAYER = re.compile(r"(?:^|\.)layers\.(\d+)\.")
+
+
+def _int(cfg: Mapping[str, Any], *keys: str, default: int = 0) -> int:
+    for key in keys:
+        value = cfg.get(key)
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            return value
+    return default
+
+
+@dataclass(frozen=True)
+class ModelShape:
+    hidden_size: int
+    num_layers: int
+    full_attention_layers: int
+    sliding_layers: int
+    sliding_window: int
+    linear_layers: int
+    kv_heads: int
+    head_dim: int
+    mla_dim: int  # kv_lora_rank + qk_rope_head_dim for MLA models, else 0
+    linear_conv_dim: int  # Gated DeltaNet: 2 * k_heads * k_dim + v_heads * v_dim
+    linear_conv_kernel: int
+    linear_state: int  # v_heads * v_dim * k_dim (recurrent state elements)
+    vocab_size: int
+    intermediate_size: int
+    num_experts: int
+    experts_per_token: int
+    moe_intermediate_size: int
+    mtp_layers: int
+    dtype_bytes: int
+    max_position_embeddings: int | None
+
+    def attention_bytes_per_token(self, kv_bytes: int) -> int:
+        """KV bytes one token takes in one full-attention layer."""
+        if self.mla_dim:
+            return self.mla_dim * kv_bytes
+        return 2 * self.kv_heads * self.head_dim * kv_bytes
+
+    def linear_state_bytes(self, state_bytes: int) -> int:
+        """Per-sequence state of one linear-attention layer (conv + recurrent)."""
+        conv = self.linear_conv_dim * max(self.linear_conv_kernel - 1, 0)
+        return (conv + self.linear_state) * state_bytes
+
+
+def model_shape(config: Mapping[str, Any]) -> ModelShape:
+    nested = config.get("text_config")
+    text: Mapping[str, Any] = nested if isinstance(nested, dict) else config
+    both = {**config, **text}
+    hidden = _int(both, "hidden_size", "d_model")
+    layers = _int(both, "num_hidden_layers", "n_layer", "num_layers")
+    heads = _int(both, "num_attention_heads", "n_head", default=1)
+    kv_heads = _int(both, "num_key_value_heads", default=heads)
+    head_dim = _int(both, "head_dim", default=hidden // heads if heads else 0)
+    types = list(text.get("layer_types") or config.get("layer_types") or [])
+    if not types and _int(both, "full_attention_interval"):
+        every = _int(both, "full_attention_interval")
+        types = ["full_attention" if (i + 1) % every == 0 else "linear_attention" for i in range(layers)]
+    if not types:
+        types = ["full_attention"] * layers
+    linear = sum(1 for t in types if "linear" in str(t) or "mamba" in str(t))
+    sliding = sum(1 for t in types if "sliding" in str(t))
+    k_heads, v_heads = _int(both, "linear_num_key_heads"), _int(both, "linear_num_value_heads")
+    k_dim, v_dim = _int(both, "linear_key_head_dim"), _int(both, "linear_value_head_dim")
+    dtype = str(text.get("torch_dtype") or text.get("dtype") or config.get("torch_dtype") or "bfloat16")
+    max_pos = both.get("max_position_embeddings")
+    return ModelShape(
+        hidden_size=hidden,
+        num_layers=layers,
+        full_attention_layers=len(types) - linear - sliding,
+        sliding_layers=sliding,
+        sliding_window=_int(both, "sliding_window"),
+        linear_layers=linear,
+        kv_heads=kv_heads,
+        head_dim=head_dim,
+        mla_dim=_int(both, "kv_lora_rank") + _int(both, "qk_rope_head_dim") if "kv_lora_rank" in both else 0,
+        linear_conv_dim=2 * k_heads * k_dim + v_heads * v_dim,
+        linear_conv_kernel=_int(both, "linear_conv_kernel_dim", default=4),
+        linear_state=v_heads * v_dim * k_dim,
+        vocab_size=_int(both, "vocab_size"),
+        intermediate_size=_int(both, "intermediate_size"),
+        num_experts=_int(both, "num_experts", "num_local_experts", "n_routed_experts", "moe_num_experts"),
+        experts_per_token=_int(both, "num_experts_per_tok", "moe_topk", "top_k", default=1),
+        moe_intermediate_size=_int(both, "moe_intermediate_size"),
+        mtp_layers=_int(both, "mtp_num_hidden_layers", "num_nextn_predict_layers"),
+        dtype_bytes=_DTYPE_BYTES.get(dtype, 2),
+        max_position_embeddings=max_pos if isinstance(max_pos, int) else None,
+    )
+
+
+@dataclass(frozen=True)
+class WeightSizes:
+    """Bytes on disk of each part of the checkpoint's weights."""
+
+    total: int
+    vision: int = 0
+    mtp: int = 0
+    experts: int = 0  # routed experts of the language model (MoE)
+    source: str = ""  # where the figures came from
+
+    @property
+    def language_model(self) -> int:
+        return self.total - self.vision - self.mtp
+
+
+def split_weights(
+    tensors: Mapping[str, int], num_layers: int, *, source: str, total: int | None = None
+) -> WeightSizes:
+    """Pure: tensor name → bytes, split by name. MTP layers are tensors under
+    ``mtp.`` or layer indices at or past ``num_layers`` (DeepSeek's next-n layers)."""
+    vision = mtp = experts = 0
+    for name, size in tensors.items():
+        layer = _LAYER.search(name)
+        if _VISION.search(name):
+            vision += size
+        elif _MTP.search(name) or (layer is not None and num_layers and int(layer[1]) >= num_layers):
+            mtp += size
+        elif _EXPERT.search(name) and "shared_expert" not in name:
+            experts += size
+    measured = sum(tensors.values())
+    return WeightSizes(total if total is not None else measured, vision, mtp, experts, source)
