@@ -35,7 +35,8 @@ RUN python3 -m entrypoint.versions "vllm==${VLLM_VERSION}" "flashinfer-python==$
         --torch-cuda 13 \
     && python3 -m pip install --no-cache-dir --no-deps --no-build-isolation . \
     && python3 -c "import entrypoint.cli, server.app" \
-    && useradd --create-home --uid 1000 --shell /usr/sbin/nologin spark \
+    && useradd --system --uid 990 --user-group --create-home --home-dir /home/spark \
+        --shell /usr/sbin/nologin spark \
     && mkdir -p /cache/huggingface /cache/vllm /cache/flashinfer /cache/triton /cache/cuda /run/spark-serve \
     && chown -R spark:spark /cache /run/spark-serve
 
@@ -55,7 +56,9 @@ ENV HF_HOME=/cache/huggingface \
     HF_HUB_DISABLE_TELEMETRY=1 \
     PYTHONUNBUFFERED=1
 
-USER 1000:1000
+# A system uid (below 1000): no host login user has it, so logind's RemoveIPC
+# never touches the engine's shared memory.
+USER 990:990
 EXPOSE 8000 8001
 
 # vLLM's own /health; a first start (download + load + JIT) takes long, hence the start period.

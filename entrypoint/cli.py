@@ -173,6 +173,8 @@ def _print_memory(memory: dict[str, Any] | None, note: str | None) -> None:
         ),
         ("fits", "yes" if memory["fits"] else f"NO: needs {_gb(memory['needed_bytes'])}"),
     ]
+    if note:
+        rows.insert(0, ("checkpoint", note))
     print("memory:")
     for name, value in rows:
         print(f"  {name:<15} {value}")

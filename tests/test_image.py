@@ -166,7 +166,8 @@ def services(env_file: Path | None = None) -> dict[str, Any]:
 
 def test_engine_service_is_set_up_for_a_spark() -> None:
     vllm = services()["vllm"]
-    assert vllm["command"] == ["launch"] and vllm["init"] is True and vllm["ipc"] == "host"
+    assert vllm["command"] == ["launch"] and vllm["init"] is True
+    assert vllm["ipc"] == "private" and vllm["shm_size"] == "8gb"  # never host IPC (logind RemoveIPC)
     device = vllm["deploy"]["resources"]["reservations"]["devices"][0]
     assert device["driver"] == "nvidia" and device["capabilities"] == ["gpu"]
     assert vllm["ulimits"]["memlock"] == -1 and vllm["ulimits"]["stack"] > 0
@@ -180,6 +181,13 @@ def test_engine_service_is_set_up_for_a_spark() -> None:
     } <= mounts
     assert vllm["ports"] == ["8000:8000"] and vllm["restart"] == "unless-stopped"
     assert vllm["healthcheck"]["start_period"] == "45m" and "/health" in " ".join(vllm["healthcheck"]["test"])
+
+
+def test_the_image_runs_as_a_system_uid_no_login_user_has() -> None:
+    user = instructions("USER")[-1]
+    uid, gid = (int(x) for x in user.split(":"))
+    assert 0 < uid < 1000 and gid == uid
+    assert f"--uid {uid}" in " ".join(instructions("RUN")) and "--system" in " ".join(instructions("RUN"))
 
 
 def test_stop_grace_period_outlasts_every_shutdown_timeout() -> None:
