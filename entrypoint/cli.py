@@ -11,7 +11,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from . import __version__
-from .errors import ExitCode, SettingError, SparkServeError
+from .errors import ExitCode, HardwareUnsupportedError, SettingError, SparkServeError
+from .plan.hardware import Device, HardwareTable
 from .plan.memory import MemoryPlan
 from .plan.options import BY_NAME, OPTIONS, Option
 from .plan.profile import Catalog
@@ -36,6 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
     profiles = sub.add_parser("profiles", help="list profiles, variants, repos and hardware needs")
     profiles.add_argument(
         "--profiles-dir", dest="profiles_dir", metavar="VALUE", help="profile directories [env PROFILES_DIR]"
+    )
+    profiles.add_argument(
+        "--hardware", dest="hardware", metavar="VALUE", help="mark fit for this hardware [env HARDWARE]"
     )
     plan = sub.add_parser("plan", help="show every resolved setting, the argv and the environment")
     _add_option_flags(plan)
@@ -180,11 +184,39 @@ def _print_memory(memory: dict[str, Any] | None, note: str | None) -> None:
         print(f"  {name:<15} {value}")
 
 
+def _fits(catalog: Catalog, name: str, variant: str | None, device: Device, table: HardwareTable) -> str:
+    """Does this profile × variant fit the device? The memory plan where the checkpoint's
+    metadata is cached (no network), else the profile's min_memory_gb against the budget."""
+    from .hub.metadata import cached_meta
+    from .planning import memory_for
+
+    try:
+        plan = resolve(catalog, {}, {"profile": name, "variant": variant}, device, table)
+    except HardwareUnsupportedError as err:
+        return f"no (SM {err.found:g} < {err.needed:g})"
+    except SparkServeError:
+        return "?"
+    assert plan.profile is not None and plan.model.repo is not None
+    meta = cached_meta(plan.model.repo, plan.value("revision"))
+    if meta is not None:
+        return "yes" if memory_for(plan, device, meta, refuse=False).fits else "no (memory)"
+    reserve = device.reserve_bytes if device.memory != "dedicated" else 0
+    budget = device.total_bytes - reserve if device.memory != "dedicated" else device.total_bytes * 0.9
+    need = plan.profile.profile.hardware.min_memory_gb * 1e9
+    return "yes" if need <= budget else "no (min memory)"
+
+
 def cmd_profiles(env: Mapping[str, str], args: argparse.Namespace) -> int:
+    from .planning import hardware_for
+
     catalog = _catalog(env, vars(args))
-    rows = [("PROFILE", "VARIANTS", "REPO", "FORMAT", "MIN MEMORY", "MIN CC")]
+    device, table = hardware_for(env, vars(args))
+    rows = [("PROFILE", "VARIANTS", "REPO", "FORMAT", "MIN MEMORY", "MIN CC", f"FITS {device.key}")]
     for loaded in catalog.all():
         p = loaded.profile
+        verdicts = {v: _fits(catalog, loaded.name, v, device, table) for v in [None, *p.variants]}
+        fits = verdicts.pop(None)
+        odd = [f"{v}: {f}" for v, f in verdicts.items() if f != fits]
         rows.append(
             (
                 loaded.name,
@@ -193,11 +225,13 @@ def cmd_profiles(env: Mapping[str, str], args: argparse.Namespace) -> int:
                 p.quantization,
                 f"{p.hardware.min_memory_gb:g} GB",
                 f"{p.hardware.min_compute_capability:g}",
+                fits + (f" ({'; '.join(odd)})" if odd else ""),
             )
         )
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for row in rows:
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+    print(f"hardware: {device.label} [{device.source}]")
     return ExitCode.OK
 
 

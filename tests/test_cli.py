@@ -23,6 +23,17 @@ def test_profiles_lists_every_profile_variant_repo_and_need(cli: Cli) -> None:
     assert "srswti/axe-strada-28b-nvfp4a16@main" in row and "ct-nvfp4a16" in row and "28 GB" in row
 
 
+def test_profiles_marks_what_fits_the_named_hardware(cli: Cli) -> None:
+    spark = cli("profiles", "--hardware", "gb10")
+    assert spark.code == 0, spark.stderr
+    assert spark.stdout.splitlines()[0].split()[-2:] == ["FITS", "gb10"]
+    assert all(line.split()[7] == "yes" for line in spark.stdout.splitlines()[1:-1])
+    small = cli("profiles", HARDWARE="rtx-5090")  # 32 GB: the 28-32 GB profiles do not fit
+    rows = {line.split()[0]: line for line in small.stdout.splitlines()[1:-1]}
+    assert rows["qwen3-4b-nvfp4"].split()[7] == "yes" and "no (min memory)" in rows["ax-3.1-nvfp4"]
+    assert small.stdout.splitlines()[-1].startswith("hardware: rtx-5090")
+
+
 def test_plan_json_shows_sources_argv_and_redacted_environment(cli: Cli) -> None:
     result = cli(
         "plan",
