@@ -11,8 +11,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import ModuleType
 from typing import Any
+
+from entrypoint.detect import MEMINFO, load_nvml, read_meminfo
 
 
 @dataclass
@@ -28,24 +29,12 @@ class GpuReading:
     errors: list[str] = field(default_factory=list)
 
 
-def system_memory(meminfo: Path = Path("/proc/meminfo")) -> tuple[float, float] | None:
+def system_memory(meminfo: Path = MEMINFO) -> tuple[float, float] | None:
     """(used, total) bytes of system memory, from /proc/meminfo."""
-    try:
-        fields = dict(line.split(":", 1) for line in meminfo.read_text().splitlines() if ":" in line)
-        total = float(fields["MemTotal"].split()[0]) * 1024
-        available = float(fields["MemAvailable"].split()[0]) * 1024
-    except (OSError, KeyError, ValueError):
+    fields = read_meminfo(meminfo)
+    if "MemTotal" not in fields or "MemAvailable" not in fields:
         return None
-    return total - available, total
-
-
-def load_nvml() -> ModuleType | None:
-    try:
-        import pynvml
-    except ImportError:
-        return None
-    module: ModuleType = pynvml
-    return module
+    return float(fields["MemTotal"] - fields["MemAvailable"]), float(fields["MemTotal"])
 
 
 class Nvml:

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import CheckpointMismatchError
+from ..plan.checkpoint import read_json
 from ..plan.shape import WeightSizes, split_weights
 from .hubcalls import DownloadRequest, with_retries
 from .store import own_dir
@@ -56,23 +57,9 @@ def read_local_header(path: Path) -> dict[str, Any]:
     return data
 
 
-def _json(path: Path, checkpoint: str) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as err:
-        raise CheckpointMismatchError(
-            checkpoint, f"cannot read {path.name}: {err}", "re-download the checkpoint"
-        ) from err
-    if not isinstance(data, dict):
-        raise CheckpointMismatchError(
-            checkpoint, f"{path.name} is not a JSON object", "re-download the checkpoint"
-        )
-    return data
-
-
 def local_meta(directory: Path) -> CheckpointMeta:
     checkpoint = str(directory)
-    config = _json(directory / "config.json", checkpoint)
+    config = read_json(directory / "config.json", checkpoint)
     quant = directory / "hf_quant_config.json"
     tensors: dict[str, int] = {}
     shards = sorted(directory.glob("*.safetensors"))
@@ -85,7 +72,7 @@ def local_meta(directory: Path) -> CheckpointMeta:
     total = sum(s.stat().st_size for s in shards)
     return CheckpointMeta(
         config,
-        _json(quant, checkpoint) if quant.is_file() else None,
+        read_json(quant, checkpoint) if quant.is_file() else None,
         split_weights(tensors, layers, source="safetensors headers on disk", total=total),
         f"local directory {directory}",
     )
@@ -158,7 +145,7 @@ def hub_meta(req: DownloadRequest) -> CheckpointMeta:
             lambda: hf_hub_download(req.repo, name, revision=commit, token=req.token),
             f"downloading {name}",
         )
-        return _json(Path(path), f"{req.repo}@{commit[:12]}")
+        return read_json(Path(path), f"{req.repo}@{commit[:12]}")
 
     config = fetch("config.json")
     hf_quant = fetch("hf_quant_config.json") if "hf_quant_config.json" in names else None

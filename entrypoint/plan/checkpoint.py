@@ -36,7 +36,7 @@ class CheckpointInfo:
     has_weights: bool
 
 
-def _read_json(path: Path, checkpoint: str) -> dict[str, Any]:
+def read_json(path: Path, checkpoint: str) -> dict[str, Any]:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except OSError as err:
@@ -146,8 +146,8 @@ def inspect_checkpoint(directory: Path) -> CheckpointInfo:
         raise CheckpointMismatchError(
             checkpoint, "has no config.json", "point MODEL at a Hugging Face model directory"
         )
-    config = _read_json(config_path, checkpoint)
+    config = read_json(config_path, checkpoint)
     quant_path = directory / "hf_quant_config.json"
-    hf_quant = _read_json(quant_path, checkpoint) if quant_path.is_file() else None
+    hf_quant = read_json(quant_path, checkpoint) if quant_path.is_file() else None
     has_weights = any(directory.glob("*.safetensors"))
     return describe(config, hf_quant, path=checkpoint, has_weights=has_weights)

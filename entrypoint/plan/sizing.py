@@ -6,7 +6,6 @@ A setting the user gave (environment or flag) always wins over the planner's.
 
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import Any
 
 from ..errors import MemoryTooSmallError
@@ -73,4 +72,4 @@ def apply_memory(plan: Plan, memory: MemoryPlan) -> Plan:
                 f"{why}, weights + KV + allowance (passes vLLM's start check)",
             ),
         )
-    return replace(plan)
+    return plan
