@@ -52,6 +52,15 @@ def build_parser() -> argparse.ArgumentParser:
     _add_option_flags(download)
     launch = sub.add_parser("launch", help="resolve, download/verify the checkpoint and exec vLLM")
     _add_option_flags(launch)
+    reset = sub.add_parser(
+        "reset", help="forget failed engine starts and wake a halted launcher (restart back-off)"
+    )
+    reset.add_argument(
+        "--state-dir",
+        dest="state_dir",
+        metavar="VALUE",
+        help="the launcher's state directory [env STATE_DIR]",
+    )
     from server.settings import SIDECAR_OPTIONS
 
     sidecar = sub.add_parser("sidecar", help="liveness, readiness, status and metrics for ops (port 8001)")
@@ -305,6 +314,13 @@ def cmd_download(env: Mapping[str, str], args: argparse.Namespace) -> int:
     return ExitCode.OK
 
 
+def cmd_reset(env: Mapping[str, str], args: argparse.Namespace) -> int:
+    from .reset import reset
+
+    print(reset(env, vars(args)))
+    return ExitCode.OK
+
+
 def cmd_sidecar(env: Mapping[str, str], args: argparse.Namespace) -> int:
     from server.main import run
 
@@ -318,6 +334,7 @@ COMMANDS = {
     "check": cmd_check,
     "download": cmd_download,
     "launch": cmd_launch,
+    "reset": cmd_reset,
 }
 
 

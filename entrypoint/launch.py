@@ -1,7 +1,9 @@
 """``spark-serve launch``: the thin side-effecting end of the pipeline.
 
-Resolve → locate the checkpoint → inspect and fit → write state → exec vLLM
-with an argv list, so vLLM itself receives SIGTERM from the container runtime.
+Resolve → size against the device → locate the checkpoint → inspect and fit →
+the gate (restart back-off, memory guard; :mod:`entrypoint.guard`) → record the
+start → exec vLLM with an argv list, so vLLM itself receives SIGTERM from the
+container runtime.
 """
 
 from __future__ import annotations
@@ -9,14 +11,16 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import sys
 import time
+import uuid
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
 
 from . import __version__
 from .errors import EngineNotFoundError, SparkServeError, StateUnwritableError
+from .guard import Halted, Runtime, Stopped, back_off, say, wait_for_memory, wait_for_reset
 from .hub.metadata import local_meta
 from .locate import locate
 from .plan.checkpoint import inspect_checkpoint
@@ -24,9 +28,18 @@ from .plan.command import EngineCommand, build_command, shown_argv
 from .plan.fit import fit_checkpoint
 from .plan.memory import MemoryPlan
 from .plan.resolve import Plan
+from .plan.restarts import (
+    BackoffPolicy,
+    StartRecord,
+    decide_backoff,
+    fingerprint,
+    records,
+    remember,
+    start_need_bytes,
+)
 from .plan.sizing import apply_memory
 from .planning import checkpoint_meta, info_from, memory_for
-from .state import write_state
+from .state import READY_FILE, STARTS_FILE, read_document, write_document, write_state
 
 Exec = Callable[[str, list[str], dict[str, str]], Any]
 
@@ -66,13 +79,16 @@ def size_before_download(plan: Plan) -> tuple[Plan, MemoryPlan | None]:
     return plan, memory_for(plan, device, meta, refuse=True)
 
 
-def prepare(
-    plan: Plan, environ: Mapping[str, str], on_update: Callable[..., None]
-) -> tuple[EngineCommand, dict[str, Any]]:
-    """Everything up to (not including) exec; raises typed errors.
+@dataclass(frozen=True)
+class Prepared:
+    plan: Plan
+    command: EngineCommand
+    memory: MemoryPlan | None
+    found: dict[str, Any]  # what the state file records about the checkpoint
 
-    Returns the command and what the state file records about the checkpoint.
-    """
+
+def prepare(plan: Plan, environ: Mapping[str, str], on_update: Callable[..., None]) -> Prepared:
+    """Everything up to the gate before exec; raises typed errors."""
     plan, memory = size_before_download(plan)
     model_dir = locate(plan, on_update)
     info = inspect_checkpoint(model_dir)
@@ -88,7 +104,7 @@ def prepare(
     found: dict[str, Any] = {"model_path": str(model_dir), "quantization": info.quant_format}
     if memory is not None:
         found["memory"] = memory.to_json()
-    return command, found
+    return Prepared(plan, command, memory, found)
 
 
 class StateRecorder:
@@ -124,17 +140,60 @@ def download(plan: Plan) -> Path:
     return path
 
 
-def launch(plan: Plan, environ: Mapping[str, str], execvpe: Exec = os.execvpe) -> NoReturn:
+def gate(ready: Prepared, argv_id: str, runtime: Runtime, report: Callable[..., None]) -> None:
+    """Wait out the restart back-off and the memory guard; raises Halted or Stopped."""
+    plan = ready.plan
+    state_dir = plan.value("state_dir")
+    history = records(read_document(state_dir, STARTS_FILE))
+    mark = read_document(state_dir, READY_FILE)
+    ready_id = str(mark.get("start_id")) if isinstance(mark, dict) else None
+    policy = BackoffPolicy(plan.value("restart_limit"), plan.value("restart_backoff_s"))
+    back_off(decide_backoff(history, argv_id, ready_id, runtime.clock(), policy), runtime, report)
+    if ready.memory is not None:
+        need = start_need_bytes(ready.memory, plan.value("gpu_memory_utilization"))
+        wait_for_memory(need, ready.memory, plan.value("memory_wait_s"), runtime, report)
+
+
+def record_start(state_dir: str, argv_id: str, now: float) -> str:
+    history = records(read_document(state_dir, STARTS_FILE))
+    record = StartRecord(uuid.uuid4().hex[:12], now, argv_id)
+    write_document(state_dir, STARTS_FILE, remember(history, record))
+    return record.id
+
+
+def launch(
+    plan: Plan,
+    environ: Mapping[str, str],
+    execvpe: Exec = os.execvpe,
+    runtime: Runtime | None = None,
+) -> NoReturn:
+    runtime = runtime or Runtime()
     recorder = StateRecorder(plan)
     try:
         recorder.update("pending")
-        command, found = prepare(plan, environ, recorder.update)
+        ready = prepare(plan, environ, recorder.update)
+        argv = shown_argv(ready.command.argv)
+        argv_id = fingerprint(argv)
+        state_dir = ready.plan.value("state_dir")
+        with runtime.signals():
+            while True:
+                try:
+                    gate(ready, argv_id, runtime, recorder.update)
+                    break
+                except Halted as halt:
+                    wait_for_reset(halt, state_dir, runtime, recorder.update)
+        start_id = record_start(state_dir, argv_id, runtime.clock())
+    except Stopped:
+        with contextlib.suppress(StateUnwritableError):
+            recorder.update("failed", error="stopped by a signal before the engine started")
+        say("stopped before the engine started")
+        raise SystemExit(0) from None
     except SparkServeError as err:
         recorder.failed(err)
         raise
-    argv = shown_argv(command.argv)
-    recorder.update("starting", argv=argv, **found)
-    print(f"spark-serve: exec {' '.join(argv)}", file=sys.stderr, flush=True)
+    recorder.update("starting", argv=argv, start_id=start_id, waiting=None, error=None, **ready.found)
+    say(f"exec {' '.join(argv)}")
+    command = ready.command
     try:
         execvpe(command.argv[0], command.argv, command.env(environ))
     except OSError as err:

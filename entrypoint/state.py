@@ -1,4 +1,9 @@
-"""The launcher's state file, shared with the sidecar through STATE_DIR.
+"""The launcher's documents in STATE_DIR, shared with the sidecar.
+
+- ``launcher.json``: the current launch (phase, plan facts, what it waits for);
+- ``starts.json``: recent engine starts, for the restart back-off;
+- ``ready.json``: written by the sidecar when a start first answers ready;
+- ``reset.json``: written by ``spark-serve reset`` to wake a halted launcher.
 
 Written atomically (temp file in the same directory + rename) so a reader
 never sees a half-written document. Never holds a secret.
@@ -16,16 +21,29 @@ from typing import Any
 from .errors import StateUnwritableError
 
 STATE_FILE = "launcher.json"
-PHASES = ("pending", "downloading", "verifying", "starting", "serving", "failed")
+STARTS_FILE = "starts.json"
+READY_FILE = "ready.json"
+RESET_FILE = "reset.json"
+PHASES = (
+    "pending",
+    "downloading",
+    "verifying",
+    "backing-off",
+    "waiting-for-memory",
+    "starting",
+    "serving",
+    "halted",
+    "failed",
+)
+WAITING_PHASES = ("backing-off", "waiting-for-memory", "halted")
 
 
-def write_state(state_dir: str | Path, state: dict[str, Any]) -> Path:
+def write_document(state_dir: str | Path, name: str, document: Any) -> Path:
     directory = Path(state_dir)
-    target = directory / STATE_FILE
-    document = {**state, "updated_at": time.time()}
+    target = directory / name
     try:
         directory.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".launcher.", suffix=".tmp", dir=directory)
+        fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=directory)
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as handle:
                 json.dump(document, handle, indent=2, sort_keys=True)
@@ -40,9 +58,18 @@ def write_state(state_dir: str | Path, state: dict[str, Any]) -> Path:
     return target
 
 
-def read_state(state_dir: str | Path) -> dict[str, Any] | None:
+def read_document(state_dir: str | Path, name: str) -> Any:
+    """The parsed document, or None when it is missing or unreadable."""
     try:
-        data = json.loads((Path(state_dir) / STATE_FILE).read_text(encoding="utf-8"))
+        return json.loads((Path(state_dir) / name).read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError):
         return None
+
+
+def write_state(state_dir: str | Path, state: dict[str, Any]) -> Path:
+    return write_document(state_dir, STATE_FILE, {**state, "updated_at": time.time()})
+
+
+def read_state(state_dir: str | Path) -> dict[str, Any] | None:
+    data = read_document(state_dir, STATE_FILE)
     return data if isinstance(data, dict) else None

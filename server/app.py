@@ -65,6 +65,8 @@ def status_document(monitor: Monitor) -> dict[str, Any]:
         "served_model_name": state.get("served_model_name"),
         "quantization": state.get("quantization"),
         "download": state.get("download"),
+        "waiting": state.get("waiting"),
+        "memory": state.get("memory"),
         "version": __version__,
         "vllm_version": monitor.vllm_version,
         "time_to_ready_seconds": monitor.time_to_ready(),

@@ -50,6 +50,18 @@ class SidecarCollector(Collector):
                 "bytes of the checkpoint on disk",
                 value=float(download.get("bytes_done", 0)),
             )
+        waiting = state.get("waiting") or {}
+        if self.monitor.verdict.phase == "waiting-for-memory" and waiting.get("need_bytes") is not None:
+            yield GaugeMetricFamily(
+                "sparkserve_start_memory_needed_bytes",
+                "memory the engine start waits for",
+                value=float(waiting["need_bytes"]),
+            )
+            yield GaugeMetricFamily(
+                "sparkserve_start_memory_available_bytes",
+                "memory available when the launcher last looked",
+                value=float(waiting.get("available_bytes") or 0),
+            )
         ttr = self.monitor.time_to_ready()
         if ttr is not None:
             yield GaugeMetricFamily(

@@ -8,6 +8,7 @@ someone asks.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -16,7 +17,8 @@ from typing import Any
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
-from entrypoint.state import read_state
+from entrypoint.errors import StateUnwritableError
+from entrypoint.state import READY_FILE, read_state, write_document
 
 from .readiness import EngineView, Verdict, decide
 from .settings import SidecarSettings
@@ -47,6 +49,7 @@ class Monitor:
         self.vllm_version: str | None = None
         self.ready_at: float | None = None
         self._tokens: float | None = None
+        self._marked: object = None  # the start_id last recorded as ready
         self._moved_at = clock()
 
     def _headers(self) -> dict[str, str]:
@@ -93,7 +96,20 @@ class Monitor:
         self.verdict = decide(self.state, self.view, self.settings.ready_window)
         if self.verdict.ready and self.ready_at is None:
             self.ready_at = self.clock()
+        if self.verdict.ready:
+            self._mark_ready()
         return self.verdict
+
+    def _mark_ready(self) -> None:
+        """Tell the launcher's restart back-off that this engine start reached ready."""
+        start_id = (self.state or {}).get("start_id")
+        if start_id is None or start_id == self._marked:
+            return
+        self._marked = start_id
+        with contextlib.suppress(StateUnwritableError):  # a read-only STATE_DIR: no back-off reset
+            write_document(
+                self.settings.state_dir, READY_FILE, {"start_id": start_id, "ready_at": self.clock()}
+            )
 
     def time_to_ready(self) -> float | None:
         started = (self.state or {}).get("started_at")

@@ -6,6 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from entrypoint.state import WAITING_PHASES
+
 
 @dataclass(frozen=True)
 class EngineView:
@@ -31,6 +33,10 @@ def decide(state: dict[str, Any] | None, view: EngineView, window: float) -> Ver
         return Verdict(False, "failed", str(state.get("error") if state else "") or "launcher failed")
     if phase in ("pending", "downloading", "verifying"):
         return Verdict(False, phase, f"launcher is {phase}")
+    if phase in WAITING_PHASES:
+        waiting = state.get("waiting") if state else None
+        reason = str(waiting.get("reason")) if isinstance(waiting, dict) else ""
+        return Verdict(False, phase, f"launcher is {phase}" + (f": {reason}" if reason else ""))
     if not view.health_ok:
         reason = f"vLLM /health is not 200 ({view.error})" if view.error else "vLLM /health is not 200"
         return Verdict(False, "starting", reason)

@@ -11,32 +11,14 @@ from pathlib import Path
 
 import pytest
 
+from entrypoint.plan.options import OPTIONS
+from server.settings import SIDECAR_OPTIONS
+
 REPO = Path(__file__).resolve().parent.parent
 PROFILES = REPO / "configs" / "profiles"
 
 # Variables that would leak a developer's settings into the launcher under test.
-_OWN_VARS = (
-    "MODEL",
-    "PROFILE",
-    "VARIANT",
-    "MODEL_REVISION",
-    "SERVED_MODEL_NAME",
-    "MAX_MODEL_LEN",
-    "GPU_MEMORY_UTILIZATION",
-    "MAX_NUM_SEQS",
-    "MAX_NUM_BATCHED_TOKENS",
-    "KV_CACHE_DTYPE",
-    "SHUTDOWN_TIMEOUT",
-    "API_KEY",
-    "HF_TOKEN",
-    "HOST",
-    "PORT",
-    "VLLM_EXTRA_ARGS",
-    "ENGINE_COMMAND",
-    "PROFILES_DIR",
-    "STATE_DIR",
-    "VLLM_API_KEY",
-)
+_OWN_VARS = frozenset({o.env for o in (*OPTIONS, *SIDECAR_OPTIONS) if o.env} | {"VLLM_API_KEY"})
 
 
 def clean_env(**extra: str) -> dict[str, str]:

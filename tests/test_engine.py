@@ -4,10 +4,12 @@ on each tiny checkpoint format and answers OpenAI chat completions."""
 from __future__ import annotations
 
 import json
+import re
 import urllib.error
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -24,6 +26,19 @@ SERVES: dict[str, tuple[dict[str, str], str | None]] = {
     "modelopt-w4a16-nvfp4": ({}, None),
     "bf16": ({"API_KEY": "test-key", "SERVED_MODEL_NAME": "tiny"}, "tiny"),
 }
+
+
+def assert_kv_capacity_matches_the_plan(state: dict[str, Any], log: str) -> None:
+    """vLLM got the planner's KV budget (--kv-cache-memory-bytes); the tokens it
+    says that holds match the planner's kv_cache_bytes / kv_bytes_per_token."""
+    memory = state["memory"]
+    assert "--kv-cache-memory-bytes" in state["argv"]
+    assert state["argv"][state["argv"].index("--kv-cache-memory-bytes") + 1] == str(memory["kv_cache_bytes"])
+    logged = re.search(r"KV cache size: ([\d,]+) tokens", log)
+    assert logged, "vLLM logged no KV cache size"
+    engine_tokens = int(logged.group(1).replace(",", ""))
+    planned = memory["kv_cache_bytes"] / memory["kv_bytes_per_token"]
+    assert abs(engine_tokens - planned) <= 0.02 * planned, (engine_tokens, planned, memory)
 
 
 def chat(engine: Engine, model: str, headers: dict[str, str], stream: bool = False) -> str:
@@ -99,6 +114,7 @@ def test_launch_serves_each_checkpoint_format(
         assert "--quantization" not in " ".join(state["argv"])
         if fmt == "ct-nvfp4":
             assert "Using fp8 data type to store kv cache" in log
+        assert_kv_capacity_matches_the_plan(state, log)
         if "API_KEY" in extra:
             with pytest.raises(urllib.error.HTTPError) as denied:
                 http_json(engine.url + "/v1/models")

@@ -200,10 +200,12 @@ def test_stop_grace_period_outlasts_every_shutdown_timeout() -> None:
     assert grace > max(timeouts) > 0
 
 
-def test_sidecar_reads_state_read_only_and_sees_the_gpu() -> None:
+def test_sidecar_shares_the_state_volume_and_sees_the_gpu() -> None:
     sidecar = services()["sidecar"]
     assert sidecar["command"] == ["sidecar"] and sidecar["ports"] == ["8001:8001"]
-    assert "state:/run/spark-serve:ro" in sidecar["volumes"]
+    # writable: it records the engine start that reached ready (the restart back-off)
+    assert "state:/run/spark-serve" in sidecar["volumes"]
+    assert "state:/run/spark-serve" in services()["vllm"]["volumes"]
     assert sidecar["environment"]["VLLM_URL"] == "http://vllm:8000"
     assert sidecar["deploy"]["resources"]["reservations"]["devices"][0]["capabilities"] == ["gpu"]
 

@@ -79,6 +79,11 @@ def test_ready_flips_from_503_to_200_as_the_engine_comes_up(stack: Stack) -> Non
     assert status["served_model_name"] == "tiny" and status["vllm_version"] == "0.32.0"
     assert status["time_to_ready_seconds"] > 0
     assert "k" not in {status.get("api_key"), status.get("last_error")}
+    assert status["memory"]["kv_cache_bytes"] > 0 and status["waiting"] is None
+    # The sidecar told the launcher's restart back-off that this start reached ready.
+    state_dir = stack.engine.log.parent / "state"
+    launcher = json.loads((state_dir / "launcher.json").read_text())
+    assert json.loads((state_dir / "ready.json").read_text())["start_id"] == launcher["start_id"]
 
 
 def test_metrics_pass_vllm_through_and_add_the_sidecar(stack: Stack) -> None:

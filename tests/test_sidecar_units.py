@@ -11,9 +11,9 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.utils import floatToGoString
 
 from entrypoint.errors import SettingError
-from server.collectors import GpuCollector
+from server.collectors import GpuCollector, SidecarCollector
 from server.gpu import Nvml, system_memory
-from server.monitor import engine_counters
+from server.monitor import Monitor, engine_counters
 from server.readiness import EngineView, decide
 from server.settings import load_settings
 from tests.support.nvml import FakeNvml
@@ -35,6 +35,21 @@ SERVING = {"phase": "starting", "served_model_name": "m"}
         (SERVING, EngineView(True, ("m",), 2, 61), False, "serving", "engine stalled: 2 requests running"),
         (SERVING, EngineView(True, ("m",), 2, 30), True, "serving", "ready"),
         (SERVING, UP, True, "serving", "ready"),
+        (
+            {"phase": "waiting-for-memory", "waiting": {"reason": "needs 70.0 GB available, 3.0 GB is"}},
+            UP,
+            False,
+            "waiting-for-memory",
+            "launcher is waiting-for-memory: needs 70.0 GB",
+        ),
+        (
+            {"phase": "backing-off", "waiting": {"reason": "2 engine starts"}},
+            UP,
+            False,
+            "backing-off",
+            "2 engine",
+        ),
+        ({"phase": "halted", "waiting": {"reason": "memory: x"}}, UP, False, "halted", "halted: memory: x"),
     ],
 )
 def test_readiness_rules(
@@ -92,6 +107,21 @@ def test_system_memory_reads_meminfo(tmp_path: Path) -> None:
     meminfo.write_text("MemTotal:       1000 kB\nMemFree:         100 kB\nMemAvailable:    400 kB\n")
     assert system_memory(meminfo) == (600 * 1024, 1000 * 1024)
     assert system_memory(tmp_path / "absent") is None
+
+
+def test_waiting_for_memory_is_a_phase_with_its_figures(tmp_path: Path) -> None:
+    monitor = Monitor(load_settings({"STATE_DIR": str(tmp_path)}, {}), client=None)  # type: ignore[arg-type]
+    monitor.state = {"phase": "waiting-for-memory", "waiting": {"need_bytes": 7e10, "available_bytes": 3e9}}
+    monitor.verdict = decide(monitor.state, UP, window=60)
+    registry = CollectorRegistry()
+    registry.register(SidecarCollector(monitor))
+    text = generate_latest(registry).decode()
+    assert 'sparkserve_phase{phase="waiting-for-memory"} 1.0' in text
+    assert 'sparkserve_phase{phase="starting"} 0.0' in text
+    assert "sparkserve_start_memory_needed_bytes 7e+10" in text
+    assert "sparkserve_start_memory_available_bytes 3e+09" in text
+    result = subprocess.run([promtool(), "check", "metrics"], input=text, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_promtool_accepts_the_gpu_and_sidecar_output() -> None:

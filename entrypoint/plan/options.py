@@ -67,6 +67,28 @@ def parse_seconds(raw: str) -> float:
     return value
 
 
+def parse_wait(raw: str) -> float:
+    try:
+        value = float(raw)
+    except ValueError as err:
+        raise OptionValueError(
+            f"invalid number of seconds {raw!r}", "use seconds, 0 or more, e.g. 600"
+        ) from err
+    if not value >= 0:
+        raise OptionValueError(f"{value:g} is negative", "use seconds, 0 or more, e.g. 600")
+    return value
+
+
+def parse_count(raw: str) -> int:
+    try:
+        value = int(raw)
+    except ValueError as err:
+        raise OptionValueError(f"invalid count {raw!r}", "use a whole number, 0 or more, e.g. 5") from err
+    if value < 0:
+        raise OptionValueError(f"{value} is negative", "use a whole number, 0 or more, e.g. 5")
+    return value
+
+
 def parse_gigabytes(raw: str) -> float:
     try:
         value = float(raw)
@@ -172,6 +194,27 @@ OPTIONS: tuple[Option, ...] = (
         "--memory-reserve-gb",
         parse_gigabytes,
         "unified memory left to the OS, Docker and the sidecar, in GB",
+    ),
+    Option(
+        "memory_wait_s",
+        "MEMORY_WAIT_S",
+        "--memory-wait-s",
+        parse_wait,
+        "seconds to wait for the planned memory before starting, then halt (0: do not check)",
+    ),
+    Option(
+        "restart_limit",
+        "RESTART_LIMIT",
+        "--restart-limit",
+        parse_count,
+        "engine starts in a row that fail before ready, after which the launcher halts (0: no back-off)",
+    ),
+    Option(
+        "restart_backoff_s",
+        "RESTART_BACKOFF_S",
+        "--restart-backoff-s",
+        parse_seconds,
+        "delay before the start after a failed one, doubled for each further failure (at most 300)",
     ),
     Option(
         "api_key",

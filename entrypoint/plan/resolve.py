@@ -48,6 +48,9 @@ def builtin_defaults(env: Mapping[str, str]) -> dict[str, Any]:
         "state_dir": default_state_dir(env),
         "vllm_extra_args": [],
         "progress_interval": 5.0,
+        "memory_wait_s": 600.0,
+        "restart_limit": 5,
+        "restart_backoff_s": 15.0,
         "extra_args": [],
     }
 

@@ -20,8 +20,8 @@ from typing import Any
 # The CPU build of vLLM is started as a module: its console script fails on
 # package metadata.
 CPU_ENGINE = f"{sys.executable} -m vllm.entrypoints.openai.api_server --model {{model}}"
+# No VLLM_CPU_KVCACHE_SPACE: it would override the planner's --kv-cache-memory-bytes.
 CPU_ENGINE_ENV = {
-    "VLLM_CPU_KVCACHE_SPACE": "1",
     "VLLM_CPU_OMP_THREADS_BIND": "nobind",
     "OMP_NUM_THREADS": "2",
 }
