@@ -52,6 +52,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_option_flags(download)
     launch = sub.add_parser("launch", help="resolve, download/verify the checkpoint and exec vLLM")
     _add_option_flags(launch)
+    doctor = sub.add_parser(
+        "doctor", help="report GPU, memory, disk, Hub, versions, caches, ports and the plan, with fixes"
+    )
+    _add_option_flags(doctor)
+    doctor.add_argument("--json", action="store_true", help="print JSON")
     reset = sub.add_parser(
         "reset", help="forget failed engine starts and wake a halted launcher (restart back-off)"
     )
@@ -314,6 +319,33 @@ def cmd_download(env: Mapping[str, str], args: argparse.Namespace) -> int:
     return ExitCode.OK
 
 
+def cmd_doctor(env: Mapping[str, str], args: argparse.Namespace) -> int:
+    from .doctor.gather import gather
+    from .doctor.judge import judge
+
+    facts = gather(env, vars(args), planned)
+    lines = judge(facts)
+    failed = sum(line.status == "fail" for line in lines)
+    if args.json:
+        doc = {
+            "version": __version__,
+            "ok": not failed,
+            "lines": [line.to_json() for line in lines],
+            "plan": plan_document(facts.plan, env, facts.memory, facts.memory_note) if facts.plan else None,
+        }
+        print(json.dumps(doc, indent=2))
+    else:
+        print(f"spark-serve doctor {__version__}")
+        width = max(len(line.name) for line in lines)
+        for line in lines:
+            print(f"{line.status:<5} {line.name:<{width}}  {line.detail}")
+            if line.fix and line.status != "ok":
+                print(f"{'':<5} {'':<{width}}  fix: {line.fix}")
+        counts = {s: sum(line.status == s for line in lines) for s in ("ok", "warn", "fail")}
+        print(f"{counts['ok']} ok, {counts['warn']} warn, {counts['fail']} fail")
+    return ExitCode.FAILURE if failed else ExitCode.OK
+
+
 def cmd_reset(env: Mapping[str, str], args: argparse.Namespace) -> int:
     from .reset import reset
 
@@ -335,6 +367,7 @@ COMMANDS = {
     "download": cmd_download,
     "launch": cmd_launch,
     "reset": cmd_reset,
+    "doctor": cmd_doctor,
 }
 
 

@@ -15,6 +15,19 @@ from pathlib import Path
 
 # vLLM's image tags since v0.20.0: the unsuffixed tag is the CUDA 13 build.
 RIGHT_TAG = "vllm/vllm-openai:v{vllm}"
+# What spark-serve is tested with (the Dockerfile's build arguments must agree).
+TESTED = {"vllm": "0.32.0", "flashinfer-python": "0.7.0.post1"}
+TESTED_TORCH_CUDA = 13
+
+
+def installed(name: str, *aliases: str) -> tuple[str, str] | None:
+    """(distribution, version) of the first of ``name`` and ``aliases`` installed."""
+    for dist in (name, *aliases):
+        try:
+            return dist, version(dist)
+        except PackageNotFoundError:
+            continue
+    return None
 
 
 def mismatches(pins: list[str]) -> list[str]:

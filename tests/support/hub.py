@@ -1,7 +1,7 @@
 """A local server speaking the Hugging Face Hub's HTTP API to the real
 huggingface_hub client (point ``HF_ENDPOINT`` at it), with fault injection.
 
-Serves model info (siblings, sha, LFS metadata), the recursive tree, and
+Serves model info (siblings, sha, LFS metadata), the recursive tree, whoami-v2 and
 ``resolve`` with the commit / etag / linked-size headers and ``Range``. Never
 sends Xet headers, so the client takes the plain HTTP path.
 """
@@ -81,6 +81,7 @@ class Hub:
         self.gets: Counter[str] = Counter()  # GETs of a whole file, or of its rest from an offset
         self.range_gets: Counter[str] = Counter()  # GETs of a closed byte range (bytes=a-b)
         self.requests: list[tuple[str, str]] = []
+        self.tokens: dict[str, str] = {}  # token → user name, for /api/whoami-v2
         self.lock = threading.Lock()
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
         self.server.daemon_threads = True
@@ -190,7 +191,9 @@ def _handler(hub: Hub) -> type[BaseHTTPRequestHandler]:
                 hub.requests.append((self.command, path))
             if self._status_fault(path):
                 return
-            if m := _TREE.match(path):
+            if path == "/api/whoami-v2":
+                self._whoami()
+            elif m := _TREE.match(path):
                 self._tree(m["repo"], m["rev"])
             elif m := _INFO.match(path):
                 self._info(m["repo"], m["rev"] or "main")
@@ -198,6 +201,14 @@ def _handler(hub: Hub) -> type[BaseHTTPRequestHandler]:
                 self._resolve(m["repo"], m["rev"], unquote(m["path"]))
             else:
                 self._error(404, "EntryNotFound", f"no route {path}")
+
+        def _whoami(self) -> None:
+            auth = self.headers.get("Authorization", "")
+            user = hub.tokens.get(auth.removeprefix("Bearer ").strip())
+            if user is None:  # like the Hub: a missing or unknown token is a 401
+                self._error(401, "", "Invalid credentials in Authorization header")
+            else:
+                self._json({"type": "user", "name": user, "auth": {"type": "access_token"}})
 
         def _info(self, repo_id: str, rev: str) -> None:
             found = self._lookup(repo_id, rev)

