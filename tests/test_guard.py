@@ -23,6 +23,7 @@ from entrypoint.reset import reset
 from tests.conftest import PROFILES
 from tests.support.configs import seed_config, write_checkpoint
 from tests.support.nvml import FakeNvml
+from tests.test_launch import Exec
 
 GIB = 1 << 30
 TOTAL_KB = 128 * 1024 * 1024  # 128 GiB
@@ -31,14 +32,6 @@ TOTAL_KB = 128 * 1024 * 1024  # 128 GiB
 def meminfo_text(available_gib: float) -> str:
     kb = int(available_gib * 1024 * 1024)
     return f"MemTotal: {TOTAL_KB} kB\nMemFree: {kb} kB\nMemAvailable: {kb} kB\n"
-
-
-class Exec:
-    def __init__(self) -> None:
-        self.calls: list[list[str]] = []
-
-    def __call__(self, file: str, argv: list[str], env: dict[str, str]) -> Any:
-        self.calls.append(argv)
 
 
 def gb10_nvml() -> FakeNvml:

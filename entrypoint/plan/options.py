@@ -57,46 +57,25 @@ def parse_port(raw: str) -> int:
     return value
 
 
-def parse_seconds(raw: str) -> float:
-    try:
-        value = float(raw)
-    except ValueError as err:
-        raise OptionValueError(f"invalid number of seconds {raw!r}", "use a positive number, e.g. 5") from err
-    if not value > 0:
-        raise OptionValueError(f"{value} is not positive", "use a positive number, e.g. 5")
-    return value
+def _number(convert: Callable[[str], Any], noun: str, fix: str, *, positive: bool = False) -> Parser:
+    """A parser for a number that is 0 or more (above 0 when ``positive``)."""
+
+    def parse(raw: str) -> Any:
+        try:
+            value = convert(raw)
+        except ValueError as err:
+            raise OptionValueError(f"invalid {noun} {raw!r}", fix) from err
+        if not (value > 0 if positive else value >= 0):
+            raise OptionValueError(f"{value:g} is {'not positive' if positive else 'negative'}", fix)
+        return value
+
+    return parse
 
 
-def parse_wait(raw: str) -> float:
-    try:
-        value = float(raw)
-    except ValueError as err:
-        raise OptionValueError(
-            f"invalid number of seconds {raw!r}", "use seconds, 0 or more, e.g. 600"
-        ) from err
-    if not value >= 0:
-        raise OptionValueError(f"{value:g} is negative", "use seconds, 0 or more, e.g. 600")
-    return value
-
-
-def parse_count(raw: str) -> int:
-    try:
-        value = int(raw)
-    except ValueError as err:
-        raise OptionValueError(f"invalid count {raw!r}", "use a whole number, 0 or more, e.g. 5") from err
-    if value < 0:
-        raise OptionValueError(f"{value} is negative", "use a whole number, 0 or more, e.g. 5")
-    return value
-
-
-def parse_gigabytes(raw: str) -> float:
-    try:
-        value = float(raw)
-    except ValueError as err:
-        raise OptionValueError(f"invalid size {raw!r}", "use a number of gigabytes, e.g. 8") from err
-    if value < 0:
-        raise OptionValueError(f"{value:g} is negative", "use a number of gigabytes of 0 or more, e.g. 8")
-    return value
+parse_seconds = _number(float, "number of seconds", "use a positive number, e.g. 5", positive=True)
+parse_wait = _number(float, "number of seconds", "use seconds, 0 or more, e.g. 600")
+parse_count = _number(int, "count", "use a whole number, 0 or more, e.g. 5")
+parse_gigabytes = _number(float, "size", "use a number of gigabytes, 0 or more, e.g. 8")
 
 
 def _args(raw: str) -> list[str]:

@@ -77,6 +77,9 @@ def test_fresh_download_fetches_only_serving_files_and_reports_progress(
     )
     # the weights once, plus the memory planner's 8-byte header-length probe (not a safetensors header here)
     assert hub.gets[WEIGHTS] == 1 and hub.bytes_sent[WEIGHTS] == len(big) + 8
+    # both through the Hub's 302 to its CDN, another host: small files come from resolve itself
+    cdn = [path for _, path in hub.requests if path.startswith("/cdn/")]
+    assert cdn and all(path.endswith("/" + WEIGHTS) for path in cdn)
 
 
 def test_second_start_makes_no_weight_request(hub: Hub, tmp_path: Path) -> None:
@@ -150,8 +153,10 @@ def test_gated_repo_names_the_token_and_the_licence(hub: Hub, tmp_path: Path, bi
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "HF_TOKEN" in lines[0] and "licence" in lines[0]
     token = "hf_secret_token_value"
+    hub.cdn_auth.clear()
     ok = download(hub_env(hub.url, tmp_path, MODEL="gated/model", HF_TOKEN=token))
     assert ok.code == 0, ok.stderr
+    assert hub.cdn_auth and not any(hub.cdn_auth)  # the token never reaches the CDN's host
     for text in (ok.stdout, ok.stderr, result.stderr, (tmp_path / "state" / "launcher.json").read_text()):
         assert token not in text
 

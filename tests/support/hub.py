@@ -2,7 +2,10 @@
 huggingface_hub client (point ``HF_ENDPOINT`` at it), with fault injection.
 
 Serves model info (siblings, sha, LFS metadata), the recursive tree, whoami-v2 and
-``resolve`` with the commit / etag / linked-size headers and ``Range``. Never
+``resolve`` with the commit / etag / linked-size headers and ``Range``. Like the
+Hub, ``resolve`` of an LFS file answers 302 to a CDN on another host (here
+127.0.0.2, another origin, so the client drops its Authorization header there),
+which serves the bytes; small files are served by ``resolve`` itself. Never
 sends Xet headers, so the client takes the plain HTTP path.
 """
 
@@ -18,7 +21,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlparse
+from urllib.parse import quote, unquote, urlparse
 
 LFS_THRESHOLD = 1024  # files at least this big are stored as LFS, like the Hub's *.safetensors rule
 
@@ -83,18 +86,25 @@ class Hub:
         self.requests: list[tuple[str, str]] = []
         self.tokens: dict[str, str] = {}  # token → user name, for /api/whoami-v2
         self.lock = threading.Lock()
+        self.cdn_auth: list[bool] = []  # per CDN request: did it carry an Authorization header
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
-        self.server.daemon_threads = True
+        self.cdn = ThreadingHTTPServer(("127.0.0.2", 0), _handler(self))
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.cdn_url = f"http://127.0.0.2:{self.cdn.server_address[1]}"
+        self._threads = []
+        for server in (self.server, self.cdn):
+            server.daemon_threads = True
+            self._threads.append(threading.Thread(target=server.serve_forever, daemon=True))
 
     def __enter__(self) -> Hub:
-        self._thread.start()
+        for thread in self._threads:
+            thread.start()
         return self
 
     def __exit__(self, *_: object) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        for server in (self.server, self.cdn):
+            server.shutdown()
+            server.server_close()
 
     def add_repo(self, repo_id: str, files: dict[str, bytes], *, gated: bool = False) -> str:
         repo = self.repos.setdefault(repo_id, Repo(gated=gated))
@@ -124,6 +134,7 @@ class Hub:
 
 _RESOLVE = re.compile(r"^/(?P<repo>[^/]+/[^/]+)/resolve/(?P<rev>[^/]+)/(?P<path>.+)$")
 _INFO = re.compile(r"^/api/models/(?P<repo>[^/]+/[^/]+)(?:/revision/(?P<rev>[^/]+))?$")
+_CDN = re.compile(r"^/cdn/(?P<repo>[^/]+/[^/]+)/(?P<commit>[0-9a-f]+)/(?P<path>.+)$")
 _TREE = re.compile(r"^/api/models/(?P<repo>[^/]+/[^/]+)/tree/(?P<rev>[^/]+)(?:/(?P<path>.*))?$")
 
 
@@ -191,7 +202,14 @@ def _handler(hub: Hub) -> type[BaseHTTPRequestHandler]:
                 hub.requests.append((self.command, path))
             if self._status_fault(path):
                 return
-            if path == "/api/whoami-v2":
+            on_cdn = self.server is hub.cdn
+            if on_cdn != bool(_CDN.match(path)):
+                self._error(404, "EntryNotFound", f"no route {path} on this host")
+            elif m := _CDN.match(path):
+                with hub.lock:
+                    hub.cdn_auth.append("authorization" in {k.lower() for k in self.headers})
+                self._serve(m["repo"], m["commit"], unquote(m["path"]))
+            elif path == "/api/whoami-v2":
                 self._whoami()
             elif m := _TREE.match(path):
                 self._tree(m["repo"], m["rev"])
@@ -248,6 +266,25 @@ def _handler(hub: Hub) -> type[BaseHTTPRequestHandler]:
             if not found:
                 return
             repo, commit = found
+            e = repo.meta[commit].get(file_path)
+            if e is None:
+                self._error(404, "EntryNotFound", f"{file_path} does not exist")
+                return
+            if "lfs" not in e:
+                self._serve(repo_id, commit, file_path)
+                return
+            # Like the Hub: the file's metadata on a 302 to the CDN, which serves the bytes.
+            self.send_response(302)
+            self.send_header("Location", f"{hub.cdn_url}/cdn/{repo_id}/{commit}/{quote(file_path)}")
+            self.send_header("X-Repo-Commit", commit)
+            self.send_header("X-Linked-Etag", f'"{e["lfs"]["sha256"]}"')
+            self.send_header("X-Linked-Size", str(e["size"]))
+            self.send_header("ETag", f'"{e["blobId"]}"')
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def _serve(self, repo_id: str, commit: str, file_path: str) -> None:
+            repo = hub.repos[repo_id]
             data = repo.commits[commit].get(file_path)
             if data is None:
                 self._error(404, "EntryNotFound", f"{file_path} does not exist")
