@@ -16,6 +16,7 @@ from typing import Any
 
 from .errors import SparkServeError
 from .plan.command import build_command
+from .plan.families import FamilyTable
 from .plan.profile import Catalog
 from .plan.resolve import Plan, resolve
 
@@ -96,9 +97,23 @@ def check_plan(plan: Plan, surface: VllmSurface) -> list[str]:
     return problems
 
 
-def run_check(catalog: Catalog, surface: VllmSurface) -> list[tuple[str, list[str]]]:
-    """Check every profile × variant: (label, problems) per command built."""
+def check_families(table: FamilyTable, surface: VllmSurface) -> list[str]:
+    """Every parser the families table names must be registered in the installed vLLM."""
+    registered = {"tool": surface.tool_parsers, "reasoning": surface.reasoning_parsers}
+    return [
+        f"{where}: {kind} parser '{name}' is not registered in vLLM {surface.version}"
+        for where, kind, name in table.parser_names()
+        if name not in registered[kind]
+    ]
+
+
+def run_check(
+    catalog: Catalog, surface: VllmSurface, families: FamilyTable | None = None
+) -> list[tuple[str, list[str]]]:
+    """Check the families table, then every profile × variant: (label, problems) per row."""
     results: list[tuple[str, list[str]]] = []
+    if families is not None:
+        results.append(("families table (configs/families.yaml)", check_families(families, surface)))
     for name in catalog.names():
         try:
             loaded = catalog.get(name)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shlex
 import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -13,12 +12,11 @@ from typing import Any
 from . import __version__
 from .errors import ExitCode, HardwareUnsupportedError, SettingError, SparkServeError
 from .plan.hardware import Device, HardwareTable
-from .plan.memory import MemoryPlan
 from .plan.options import BY_NAME, OPTIONS, Option
 from .plan.profile import Catalog
-from .plan.resolve import Plan, builtin_defaults, read_raw, resolve
-
-_SECRET_SETTINGS = frozenset(o.name for o in OPTIONS if o.secret)
+from .plan.resolve import Plan, resolve
+from .plan_view import plan_document, print_plan
+from .planning import catalog_for, planned
 
 
 def _add_option_flags(parser: argparse.ArgumentParser, options: tuple[Option, ...] = OPTIONS) -> None:
@@ -40,6 +38,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     profiles.add_argument(
         "--hardware", dest="hardware", metavar="VALUE", help="mark fit for this hardware [env HARDWARE]"
+    )
+    profiles_sub = profiles.add_subparsers(dest="profiles_command", metavar="SUBCOMMAND")
+    derive = profiles_sub.add_parser(
+        "derive", help="print a profile derived from a checkpoint (Hub repo id or path) as YAML to pin"
+    )
+    derive.add_argument("model", metavar="MODEL", help="Hub repo id (owner/name) or local checkpoint path")
+    derive.add_argument("--name", metavar="NAME", help="the profile's name (default: from MODEL)")
+    derive.add_argument(
+        "--revision", dest="revision", metavar="VALUE", help="Hub revision [env MODEL_REVISION]"
+    )
+    derive.add_argument(
+        "--hardware", dest="hardware", metavar="VALUE", help="derive for this hardware [env HARDWARE]"
     )
     plan = sub.add_parser("plan", help="show every resolved setting, the argv and the environment")
     _add_option_flags(plan)
@@ -73,131 +83,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _catalog(env: Mapping[str, str], cli: Mapping[str, Any]) -> Catalog:
-    raw = read_raw(BY_NAME["profiles_dir"], env, cli)
-    catalog = Catalog.from_path_list(raw[0] if raw else builtin_defaults(env)["profiles_dir"])
-    if not catalog.names():
-        where = raw[2] if raw else "built-in profiles directory"
-        dirs = ", ".join(str(d) for d in catalog.dirs) or "(none)"
-        missing = [str(d) for d in catalog.dirs if not d.is_dir()]
-        detail = f"{', '.join(missing)} does not exist" if missing else f"no *.yaml profile in {dirs}"
-        raise SettingError(
-            where, detail, "point PROFILES_DIR at directories holding profile files, e.g. configs/profiles"
-        )
-    return catalog
-
-
-def _shown(name: str, value: Any) -> Any:
-    return "<redacted>" if name in _SECRET_SETTINGS else value
-
-
-def plan_document(
-    plan: Plan, env: Mapping[str, str], memory: MemoryPlan | None = None, note: str | None = None
-) -> dict[str, Any]:
-    from .plan.command import build_command, shown_argv
-
-    model = plan.model.path or plan.model.repo or ""
-    command = build_command(plan, model, env)
-    device = plan.device
-    return {
-        "hardware": None
-        if device is None
-        else {
-            "key": device.key,
-            "name": device.name,
-            "compute_capability": device.compute_capability,
-            "memory": device.memory,
-            "total_bytes": device.total_bytes,
-            "available_bytes": device.available_bytes,
-            "native_fp4": device.native_fp4,
-            "source": device.source,
-        },
-        "memory": memory.to_json() if memory else None,
-        "memory_note": note,
-        "profile": plan.profile.name if plan.profile else None,
-        "profile_file": str(plan.profile.path) if plan.profile else None,
-        "variant": plan.variant,
-        "model": {"kind": plan.model.kind, "repo": plan.model.repo, "path": plan.model.path},
-        "settings": {
-            name: {"value": _shown(name, s.value), "source": s.source, "origin": s.origin}
-            for name, s in sorted(plan.settings.items())
-        },
-        "argv": shown_argv(command.argv),
-        "command": shlex.join(shown_argv(command.argv)),
-        "env": command.shown_env(),
-        "env_unset": list(command.env_unset),
-    }
-
-
-def _print_plan(doc: dict[str, Any]) -> None:
-    print(
-        f"profile:  {doc['profile'] or '-'}" + (f"  ({doc['profile_file']})" if doc["profile_file"] else "")
-    )
-    print(f"variant:  {doc['variant'] or '-'}")
-    model = doc["model"]
-    print(f"model:    {model['path'] or model['repo']} ({model['kind']})")
-    print("settings:")
-    width = max(len(n) for n in doc["settings"])
-    for name, s in doc["settings"].items():
-        value = json.dumps(s["value"]) if not isinstance(s["value"], str) else s["value"]
-        print(f"  {name:<{width}}  {value}  [{s['source']}: {s['origin']}]")
-    if doc.get("hardware"):
-        hw = doc["hardware"]
-        fp4 = "native FP4" if hw["native_fp4"] else "not native FP4: NVFP4 runs weight-only (Marlin)"
-        print(f"hardware: {hw['key']} ({hw['name']}; {hw['memory']} memory; {fp4}) [{hw['source']}]")
-    _print_memory(doc.get("memory"), doc.get("memory_note"))
-    print("command:")
-    print(f"  {doc['command']}")
-    print("environment:")
-    for key, value in doc["env"].items():
-        print(f"  {key}={value}")
-    if not doc["env"]:
-        print("  (inherited, nothing added)")
-
-
-def _gb(n: float) -> str:
-    return f"{n / 1e9:.1f} GB"
-
-
-def _print_memory(memory: dict[str, Any] | None, note: str | None) -> None:
-    if memory is None:
-        print(f"memory:   not planned ({note or 'no checkpoint metadata'})")
-        return
-    rows = [
-        ("budget", f"{_gb(memory['budget_bytes'])}  ({memory['budget_basis']})"),
-        ("weights", f"{_gb(memory['weights_bytes'])}  ({memory['weights_source']})"),
-        ("allowance", f"{_gb(memory['allowance_bytes'])}  (runtime overhead, activations, sampler)"),
-        (
-            "KV per token",
-            f"{memory['kv_bytes_per_token']:,} B"
-            + (
-                f" + {memory['state_bytes_per_sequence']:,} B per sequence"
-                if memory["state_bytes_per_sequence"]
-                else ""
-            ),
-        ),
-        ("KV cache", f"{_gb(memory['kv_cache_bytes'])}  = {memory['kv_cache_tokens']:,} tokens"),
-        (
-            "sequences",
-            f"{memory['max_concurrent_sequences']} at {memory['max_model_len']:,} tokens"
-            f" (max_num_seqs {memory['max_num_seqs']})",
-        ),
-        (
-            "decode ceiling",
-            "unknown (no bandwidth figure)"
-            if memory["decode_ceiling_tokens_per_s"] is None
-            else f"{memory['decode_ceiling_tokens_per_s']:g} tokens/s per sequence"
-            f" ({memory['decode_ceiling_at_max_len_tokens_per_s']:g} at full context)",
-        ),
-        ("fits", "yes" if memory["fits"] else f"NO: needs {_gb(memory['needed_bytes'])}"),
-    ]
-    if note:
-        rows.insert(0, ("checkpoint", note))
-    print("memory:")
-    for name, value in rows:
-        print(f"  {name:<15} {value}")
-
-
 def _fits(catalog: Catalog, name: str, variant: str | None, device: Device, table: HardwareTable) -> str:
     """Does this profile × variant fit the device? The memory plan where the checkpoint's
     metadata is cached (no network), else the profile's min_memory_gb against the budget."""
@@ -220,10 +105,43 @@ def _fits(catalog: Catalog, name: str, variant: str | None, device: Device, tabl
     return "yes" if need <= budget else "no (min memory)"
 
 
+def cmd_derive(env: Mapping[str, str], args: argparse.Namespace) -> int:
+    """``profiles derive MODEL``: the derived profile as commented YAML on stdout."""
+    from huggingface_hub import constants
+
+    from .plan.derive import profile_name
+    from .plan.pin import render
+    from .planning import checkpoint_meta, derive_from, hardware_for, resolve_checkpoint
+
+    own = {BY_NAME[n].env for n in ("model", "profile", "variant")}
+    bare = {k: v for k, v in env.items() if k not in own}
+    cli = {"model": args.model, "revision": args.revision, "hardware": args.hardware}
+    device, table = hardware_for(bare, cli)
+    offline = bool(constants.HF_HUB_OFFLINE)
+    plan = resolve(Catalog([]), bare, cli, device, table)
+    meta = checkpoint_meta(plan, offline=offline, retries=2)
+    if meta is None:
+        found = resolve_checkpoint(
+            Catalog([]), bare, cli, device, table, offline=offline, retries=2, snapshot=True
+        )
+        meta = found.meta
+    if meta is None:
+        raise SettingError(
+            "MODEL",
+            f"no checkpoint metadata for {args.model}",
+            "give a checkpoint directory or a Hub repo id",
+        )
+    derived = derive_from(plan, meta, device, env)
+    print(render(derived, args.name or profile_name(args.model), __version__), end="")
+    return ExitCode.OK
+
+
 def cmd_profiles(env: Mapping[str, str], args: argparse.Namespace) -> int:
     from .planning import hardware_for
 
-    catalog = _catalog(env, vars(args))
+    if getattr(args, "profiles_command", None) == "derive":
+        return cmd_derive(env, args)
+    catalog = catalog_for(env, vars(args))
     device, table = hardware_for(env, vars(args))
     rows = [("PROFILE", "VARIANTS", "REPO", "FORMAT", "MIN MEMORY", "MIN CC", f"FITS {device.key}")]
     for loaded in catalog.all():
@@ -249,47 +167,24 @@ def cmd_profiles(env: Mapping[str, str], args: argparse.Namespace) -> int:
     return ExitCode.OK
 
 
-def planned(
-    env: Mapping[str, str], cli: Mapping[str, Any], *, network: bool
-) -> tuple[Plan, MemoryPlan | None, str | None]:
-    """Resolve for this hardware and plan memory from whatever metadata can be had
-    without downloading weights; a missing figure is a note, never a failure."""
-    from .plan.fit import fit_checkpoint
-    from .plan.sizing import apply_memory
-    from .planning import checkpoint_meta, hardware_for, info_from, memory_for
-
-    device, table = hardware_for(env, cli)
-    plan = resolve(_catalog(env, cli), env, cli, device, table)
-    offline = not network or env.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
-    try:
-        meta = checkpoint_meta(plan, offline=offline, retries=0)
-    except SparkServeError as err:
-        return plan, None, f"checkpoint metadata unavailable: {err.message}"
-    if meta is None:
-        return plan, None, "checkpoint metadata is not cached and the Hub is not asked offline"
-    plan = fit_checkpoint(plan, info_from(meta, plan), weights_required=False)
-    memory = memory_for(plan, device, meta, refuse=False)
-    note = f"from {meta.origin}"
-    return (apply_memory(plan, memory) if memory.fits else plan), memory, note
-
-
 def cmd_plan(env: Mapping[str, str], args: argparse.Namespace) -> int:
     cli = vars(args)
-    plan, memory, note = planned(env, cli, network=True)
-    doc = plan_document(plan, env, memory, note)
+    found = planned(env, cli, network=True)
+    doc = plan_document(found.plan, env, found.memory, found.note, found.derived)
     if args.json:
         print(json.dumps(doc, indent=2))
     else:
-        _print_plan(doc)
+        print_plan(doc)
     return ExitCode.OK
 
 
 def cmd_check(env: Mapping[str, str], args: argparse.Namespace) -> int:
     from .check import load_vllm_surface, run_check
+    from .plan.families import load_families
 
-    catalog = _catalog(env, vars(args))
+    catalog = catalog_for(env, vars(args))
     surface = load_vllm_surface()
-    results = run_check(catalog, surface)
+    results = run_check(catalog, surface, load_families())
     for label, problems in results:
         print(f"{'FAIL' if problems else 'ok  '} {label}")
         for problem in problems:
@@ -300,10 +195,17 @@ def cmd_check(env: Mapping[str, str], args: argparse.Namespace) -> int:
 
 
 def _resolved_for_hardware(env: Mapping[str, str], cli: Mapping[str, Any]) -> Plan:
-    from .planning import hardware_for
+    """The plan launch and download act on (a profile derived when none names the model)."""
+    from huggingface_hub import constants
+
+    from .planning import hardware_for, resolve_checkpoint
 
     device, table = hardware_for(env, cli)
-    return resolve(_catalog(env, cli), env, cli, device, table)
+    offline = bool(constants.HF_HUB_OFFLINE)
+    found = resolve_checkpoint(
+        catalog_for(env, cli), env, cli, device, table, offline=offline, retries=5, snapshot=True
+    )
+    return found.plan
 
 
 def cmd_launch(env: Mapping[str, str], args: argparse.Namespace) -> int:
@@ -331,7 +233,9 @@ def cmd_doctor(env: Mapping[str, str], args: argparse.Namespace) -> int:
             "version": __version__,
             "ok": not failed,
             "lines": [line.to_json() for line in lines],
-            "plan": plan_document(facts.plan, env, facts.memory, facts.memory_note) if facts.plan else None,
+            "plan": plan_document(facts.plan, env, facts.memory, facts.memory_note, facts.derived)
+            if facts.plan
+            else None,
         }
         print(json.dumps(doc, indent=2))
     else:

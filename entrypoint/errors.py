@@ -31,6 +31,8 @@ class ExitCode(IntEnum):
     SNAPSHOT_INCOMPLETE = 24  # offline and the cached snapshot is incomplete
     INTEGRITY = 25  # a file keeps failing size / sha256 verification
     HARDWARE_UNSUPPORTED = 26  # the GPU is below the profile's minimum compute capability
+    ARCHITECTURE_UNSUPPORTED = 27  # vLLM has no implementation of the checkpoint's architecture
+    CHECKPOINT_UNREADABLE = 28  # not a model checkpoint: no config.json, or malformed JSON
     SIDECAR_BIND = 30  # the sidecar cannot listen on its port
 
 
@@ -115,6 +117,23 @@ class CheckpointMismatchError(SparkServeError, ValueError):
     def __init__(self, checkpoint: str, detail: str, fix: str) -> None:
         self.checkpoint = checkpoint
         super().__init__(f"checkpoint {checkpoint}: {detail}", fix=fix)
+
+
+class CheckpointUnreadableError(CheckpointMismatchError):
+    """Not a model checkpoint at all: config.json missing, or a JSON file malformed."""
+
+    exit_code = ExitCode.CHECKPOINT_UNREADABLE
+
+
+class ArchitectureUnsupportedError(SparkServeError, NotImplementedError):
+    exit_code = ExitCode.ARCHITECTURE_UNSUPPORTED
+
+    def __init__(self, checkpoint: str, architecture: str, vllm_version: str, fix: str) -> None:
+        self.checkpoint, self.architecture, self.vllm_version = checkpoint, architecture, vllm_version
+        super().__init__(
+            f"checkpoint {checkpoint}: architecture {architecture} is not one vLLM {vllm_version} implements",
+            fix=fix,
+        )
 
 
 class ModelUnavailableError(SparkServeError, FileNotFoundError):

@@ -50,6 +50,7 @@ def base_state(plan: Plan) -> dict[str, Any]:
         "pid": os.getpid(),
         "started_at": time.time(),
         "profile": plan.profile.name if plan.profile else None,
+        "derived_from": plan.profile.derived_from if plan.profile else None,
         "variant": plan.variant,
         "repo": plan.model.repo,
         "revision": plan.value("revision"),
@@ -126,6 +127,19 @@ class StateRecorder:
                 self.update("failed", error=str(err))
 
 
+def announce_derived(plan: Plan) -> None:
+    """Say, once the plan is accepted, that its profile was derived and what was not."""
+    loaded = plan.profile
+    if loaded is None or not loaded.derived_from:
+        return
+    say(
+        f"no profile names {plan.model.repo or plan.model.path}: profile '{loaded.name}' derived from "
+        f"{loaded.derived_from}; `spark-serve plan` shows each value and why"
+    )
+    for note in loaded.notes:
+        say(f"note: {note}")
+
+
 def download(plan: Plan) -> Path:
     """``spark-serve download``: fetch and verify the checkpoint, record state, stop."""
     recorder = StateRecorder(plan)
@@ -137,6 +151,7 @@ def download(plan: Plan) -> Path:
         recorder.failed(err)
         raise
     recorder.update("pending", model_path=str(path))
+    announce_derived(plan)
     return path
 
 
@@ -192,6 +207,7 @@ def launch(
         recorder.failed(err)
         raise
     recorder.update("starting", argv=argv, start_id=start_id, waiting=None, error=None, **ready.found)
+    announce_derived(ready.plan)
     say(f"exec {' '.join(argv)}")
     command = ready.command
     try:

@@ -85,7 +85,7 @@ def test_blocking_problems_fail_with_their_fixes(tmp_path: Path) -> None:
             env["STATE_DIR"], {"phase": "halted", "waiting": {"reason": "memory: x", "fix": "reset it"}}
         )
         code, doc, _ = doctor(env)
-        too_big, big, _ = doctor({**env, "MODEL": "test/wide", "HARDWARE": "gb10", "MAX_MODEL_LEN": ""})
+        too_big, big, _ = doctor({**env, "MODEL": "test/wide", "HARDWARE": "gb10", "MAX_MODEL_LEN": "131072"})
     lines = by_name(doc)
     assert code == ExitCode.FAILURE and doc["ok"] is False
     assert lines["hub"][0]["status"] == "fail" and "HF_TOKEN" in lines["hub"][0]["fix"]

@@ -14,17 +14,30 @@ from typing import Any
 import pytest
 
 from tests.conftest import clean_env
+from tests.support.downloads import hub_env
 from tests.support.engine import CPU_ENGINE, CPU_ENGINE_ENV, Engine, free_port, http_json, launched
+from tests.support.hub import Hub
 
 pytestmark = pytest.mark.engine
 
-# format → (extra env, served name or None for the checkpoint dir's name)
-SERVES: dict[str, tuple[dict[str, str], str | None]] = {
+# format → (extra env, served name): a seed profile serving a local checkpoint directory
+SERVES: dict[str, tuple[dict[str, str], str]] = {
     "ct-nvfp4": ({"PROFILE": "qwen3-4b-nvfp4"}, "qwen3-4b"),  # W4A4, FP8 KV cache, reasoning parser
     "ct-nvfp4a16": ({"PROFILE": "axe-strada-28b-nvfp4a16"}, "axe-strada-28b"),
     "modelopt-nvfp4": ({"PROFILE": "ax-3.1-nvfp4", "SHUTDOWN_TIMEOUT": "5"}, "ax-3.1"),
-    "modelopt-w4a16-nvfp4": ({}, None),
-    "bf16": ({"API_KEY": "test-key", "SERVED_MODEL_NAME": "tiny"}, "tiny"),
+}
+# format → extra env: no profile at all, MODEL=<repo on the local Hub>, everything derived
+DERIVED: dict[str, dict[str, str]] = {
+    "ct-nvfp4": {},
+    "ct-nvfp4a16": {"VARIANT": "tools"},
+    "modelopt-nvfp4": {},
+    "modelopt-w4a16-nvfp4": {},
+    "bf16": {"API_KEY": "test-key", "SERVED_MODEL_NAME": "tiny"},
+}
+DETECTED = {
+    "ct": "quantization=compressed-tensors",
+    "mo": "quantization=modelopt_fp4",
+    "bf": "quantization=None",
 }
 
 
@@ -81,7 +94,6 @@ def test_launch_serves_each_checkpoint_format(
 ) -> None:
     extra, served = SERVES[fmt]
     ckpt = checkpoint_factory(fmt)
-    served = served or ckpt.name
     port = free_port()
     env = clean_env(
         MODEL=str(ckpt),
@@ -93,7 +105,7 @@ def test_launch_serves_each_checkpoint_format(
         **CPU_ENGINE_ENV,
         **extra,
     )
-    headers = {"authorization": "Bearer test-key"} if "API_KEY" in extra else {}
+    headers: dict[str, str] = {}
     with launched(env, tmp_path / "engine.log") as engine:
         state = json.loads((tmp_path / "state" / "launcher.json").read_text())
         # exec, not a child: the launcher's PID is now vLLM's API server.
@@ -105,18 +117,53 @@ def test_launch_serves_each_checkpoint_format(
         assert chat(engine, served, headers)
         assert chat(engine, served, headers, stream=True)
         log = engine.log_text()
-        detected = {
-            "ct": "quantization=compressed-tensors",
-            "mo": "quantization=modelopt_fp4",
-            "bf": "quantization=None",
-        }
-        assert detected[fmt[:2]] in log  # vLLM detected the format itself; no --quantization flag
+        assert DETECTED[fmt[:2]] in log  # vLLM detected the format itself; no --quantization flag
         assert "--quantization" not in " ".join(state["argv"])
         if fmt == "ct-nvfp4":
             assert "Using fp8 data type to store kv cache" in log
         assert_kv_capacity_matches_the_plan(state, log)
-        if "API_KEY" in extra:
-            with pytest.raises(urllib.error.HTTPError) as denied:
-                http_json(engine.url + "/v1/models")
-            assert denied.value.code == 401
-            assert "test-key" not in log and "test-key" not in " ".join(state["argv"])
+
+
+@pytest.mark.parametrize("fmt", list(DERIVED))
+def test_any_checkpoint_on_the_hub_serves_with_no_profile(
+    fmt: str, checkpoint_factory: Callable[[str], Path], tmp_path: Path
+) -> None:
+    extra = DERIVED[fmt]
+    repo = f"test/Tiny-{fmt}"
+    port = free_port()
+    with Hub() as hub:
+        hub.add_dir(repo, checkpoint_factory(fmt))
+        env = hub_env(
+            hub.url,
+            tmp_path,
+            MODEL=repo,
+            PORT=str(port),
+            HOST="127.0.0.1",
+            MAX_NUM_SEQS="4",
+            ENGINE_COMMAND=CPU_ENGINE,
+            **CPU_ENGINE_ENV,
+            **extra,
+        )
+        served = extra.get("SERVED_MODEL_NAME", f"Tiny-{fmt}")
+        headers = {"authorization": "Bearer test-key"} if "API_KEY" in extra else {}
+        with launched(env, tmp_path / "engine.log") as engine:
+            state = json.loads((tmp_path / "state" / "launcher.json").read_text())
+            assert state["profile"] == f"tiny-{fmt}" and state["derived_from"].startswith(f"Hub {repo}@")
+            argv = state["argv"]
+            assert argv[argv.index("--max-model-len") + 1] == "4096"  # the checkpoint's own maximum
+            assert "--quantization" not in argv
+            models = http_json(engine.url + "/v1/models", headers=headers)
+            assert [m["id"] for m in models["data"]] == [served]
+            assert chat(engine, served, headers)
+            log = engine.log_text()
+            assert DETECTED[fmt[:2]] in log
+            assert f"profile 'tiny-{fmt}' derived from Hub {repo}@" in log
+            assert_kv_capacity_matches_the_plan(state, log)
+            if "VARIANT" in extra:  # the derived tools variant: llama's JSON tool parser
+                assert "--enable-auto-tool-choice" in argv
+                assert argv[argv.index("--tool-call-parser") + 1] == "llama3_json"
+            if "API_KEY" in extra:
+                with pytest.raises(urllib.error.HTTPError) as denied:
+                    http_json(engine.url + "/v1/models")
+                assert denied.value.code == 401
+                assert "test-key" not in log and "test-key" not in " ".join(argv)

@@ -40,6 +40,7 @@ def wide_llama() -> bytes:
         intermediate_size=28672,
         vocab_size=1024,
         max_position_embeddings=131072,
+        architectures=["LlamaForCausalLM"],
     ).to_dict()
     return json.dumps(config).encode()
 
@@ -59,7 +60,8 @@ def hub_with_wide_model() -> Hub:
 
 def test_download_refuses_what_does_not_fit_before_any_weight_byte(tmp_path: Path) -> None:
     with hub_with_wide_model() as hub:
-        result = download(hub_env(hub.url, tmp_path, MODEL=REPO_ID, HARDWARE="gb10"))
+        # the full context, asked for: a derived profile would lower it to fit
+        result = download(hub_env(hub.url, tmp_path, MODEL=REPO_ID, HARDWARE="gb10", MAX_MODEL_LEN="131072"))
     assert result.code == ExitCode.MEMORY_TOO_SMALL, result.stderr
     line = result.stderr.strip()
     assert len(line.splitlines()) == 1 and "Traceback" not in line
@@ -74,7 +76,7 @@ def test_download_refuses_what_does_not_fit_before_any_weight_byte(tmp_path: Pat
 def test_the_suggested_context_fits(tmp_path: Path) -> None:
     with hub_with_wide_model() as hub:
         env = hub_env(hub.url, tmp_path, MODEL=REPO_ID, HARDWARE="gb10")
-        refused = download(env)
+        refused = download({**env, "MAX_MODEL_LEN": "131072"})
         suggested = refused.stderr.split("MAX_MODEL_LEN=")[1].split()[0]
         planned = run_cli(["plan", "--json"], {**env, "MAX_MODEL_LEN": suggested})
     assert planned.code == 0, planned.stderr

@@ -15,7 +15,7 @@ import urllib.request
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..detect import MEMINFO, GpuFacts, load_nvml, nvml_facts, read_meminfo
 from ..errors import SparkServeError
@@ -24,6 +24,10 @@ from ..plan.resolve import Plan
 from ..plan.restarts import start_need_bytes
 from ..state import read_state
 from ..versions import installed, torch_cuda
+
+if TYPE_CHECKING:
+    from ..plan.derive import Derived
+    from ..planning import Planned
 
 CACHES = (  # (what, environment variable, default under the image's /cache)
     ("torch.compile (vLLM)", "VLLM_CACHE_ROOT", "~/.cache/vllm"),
@@ -59,6 +63,7 @@ class Facts:
     plan_error: SparkServeError | None = None
     memory: MemoryPlan | None = None
     memory_note: str | None = None
+    derived: Derived | None = None  # the profile derived when none names the model
     need_bytes: int | None = None
     cache_dir: str = ""
     disk_free: int | None = None
@@ -139,7 +144,7 @@ def hub_facts(plan: Plan, offline: bool) -> HubFacts:
 def gather(
     env: Mapping[str, str],
     cli: Mapping[str, Any],
-    planned: Callable[..., tuple[Plan, MemoryPlan | None, str | None]],
+    planned: Callable[..., Planned],
     *,
     nvml: Callable[[], Any] = load_nvml,
     meminfo: Path = MEMINFO,
@@ -147,7 +152,13 @@ def gather(
     facts = Facts(gpu=nvml_facts(nvml), meminfo=read_meminfo(meminfo))
     offline = env.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
     try:
-        facts.plan, facts.memory, facts.memory_note = planned(env, cli, network=not offline)
+        found = planned(env, cli, network=not offline)
+        facts.plan, facts.memory, facts.memory_note, facts.derived = (
+            found.plan,
+            found.memory,
+            found.note,
+            found.derived,
+        )
     except SparkServeError as err:
         facts.plan_error = err
     plan = facts.plan

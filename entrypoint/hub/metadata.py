@@ -14,23 +14,16 @@ from __future__ import annotations
 
 import json
 import struct
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import CheckpointMismatchError
-from ..plan.checkpoint import read_json
+from ..errors import CheckpointUnreadableError
+from ..plan.checkpoint import CheckpointMeta, added_tokens, chat_template_of, read_json
 from ..plan.shape import WeightSizes, split_weights
 from .hubcalls import DownloadRequest, with_retries
 from .store import own_dir
 
-
-@dataclass(frozen=True)
-class CheckpointMeta:
-    config: dict[str, Any]
-    hf_quant: dict[str, Any] | None
-    weights: WeightSizes
-    origin: str
+__all__ = ["CheckpointMeta", "cached_meta", "hub_meta", "local_meta"]
 
 
 MAX_HEADER_BYTES = 25_000_000  # huggingface_hub's SAFETENSORS_MAX_HEADER_LENGTH
@@ -59,6 +52,10 @@ def read_local_header(path: Path) -> dict[str, Any]:
 
 def local_meta(directory: Path) -> CheckpointMeta:
     checkpoint = str(directory)
+    if not (directory / "config.json").is_file():
+        raise CheckpointUnreadableError(
+            checkpoint, "has no config.json", "point MODEL at a Hugging Face model directory"
+        )
     config = read_json(directory / "config.json", checkpoint)
     quant = directory / "hf_quant_config.json"
     tensors: dict[str, int] = {}
@@ -70,11 +67,19 @@ def local_meta(directory: Path) -> CheckpointMeta:
             continue
     layers = _layers(config)
     total = sum(s.stat().st_size for s in shards)
+    tokenizer_path = directory / "tokenizer_config.json"
+    tokenizer = read_json(tokenizer_path, checkpoint) if tokenizer_path.is_file() else None
+    jinja = directory / "chat_template.jinja"
     return CheckpointMeta(
         config,
         read_json(quant, checkpoint) if quant.is_file() else None,
         split_weights(tensors, layers, source="safetensors headers on disk", total=total),
         f"local directory {directory}",
+        files=tuple(sorted(p.relative_to(directory).as_posix() for p in directory.rglob("*") if p.is_file())),
+        chat_template=chat_template_of(
+            tokenizer, jinja.read_text(encoding="utf-8", errors="replace") if jinja.is_file() else None
+        ),
+        special_tokens=added_tokens(tokenizer),
     )
 
 
@@ -119,8 +124,17 @@ def _cache_path(repo: str, revision: str) -> Path:
 def cached_meta(repo: str, revision: str) -> CheckpointMeta | None:
     try:
         doc = json.loads(_cache_path(repo, revision).read_text())
+        if "files" not in doc:  # written by an older release: fetch again
+            return None
         return CheckpointMeta(
-            doc["config"], doc["hf_quant"], WeightSizes(**doc["weights"]), doc["origin"] + " (cached)"
+            doc["config"],
+            doc["hf_quant"],
+            WeightSizes(**doc["weights"]),
+            doc["origin"] + " (cached)",
+            files=tuple(doc.get("files", ())),
+            commit=doc.get("commit"),
+            chat_template=doc.get("chat_template"),
+            special_tokens=None if doc.get("special_tokens") is None else tuple(doc["special_tokens"]),
         )
     except (OSError, ValueError, KeyError, TypeError):
         return None
@@ -135,20 +149,31 @@ def hub_meta(req: DownloadRequest) -> CheckpointMeta:
     commit, files = remote_files(req)
     names = {f.path for f in files}
     if "config.json" not in names:
-        raise CheckpointMismatchError(
+        raise CheckpointUnreadableError(
             f"{req.repo}@{req.revision}", "has no config.json", "point MODEL at a Hugging Face model repo"
         )
 
-    def fetch(name: str) -> dict[str, Any]:
-        path = with_retries(
-            req,
-            lambda: hf_hub_download(req.repo, name, revision=commit, token=req.token),
-            f"downloading {name}",
+    def fetch_path(name: str) -> Path:
+        return Path(
+            with_retries(
+                req,
+                lambda: hf_hub_download(req.repo, name, revision=commit, token=req.token),
+                f"downloading {name}",
+            )
         )
-        return read_json(Path(path), f"{req.repo}@{commit[:12]}")
+
+    def fetch(name: str) -> dict[str, Any]:
+        return read_json(fetch_path(name), f"{req.repo}@{commit[:12]}")
 
     config = fetch("config.json")
     hf_quant = fetch("hf_quant_config.json") if "hf_quant_config.json" in names else None
+    tokenizer = fetch("tokenizer_config.json") if "tokenizer_config.json" in names else None
+    template = chat_template_of(
+        tokenizer,
+        fetch_path("chat_template.jinja").read_text(encoding="utf-8", errors="replace")
+        if "chat_template.jinja" in names
+        else None,
+    )
     shards = [f for f in files if f.path.endswith(".safetensors")]
     tensors: dict[str, int] = {}
     for shard in shards:
@@ -159,11 +184,29 @@ def hub_meta(req: DownloadRequest) -> CheckpointMeta:
     weights = split_weights(
         tensors, _layers(config), source="safetensors headers on the Hub", total=sum(f.size for f in shards)
     )
-    meta = CheckpointMeta(config, hf_quant, weights, f"Hub {req.repo}@{commit[:12]}")
+    meta = CheckpointMeta(
+        config,
+        hf_quant,
+        weights,
+        f"Hub {req.repo}@{commit[:12]}",
+        files=tuple(sorted(names)),
+        commit=commit,
+        chat_template=template,
+        special_tokens=added_tokens(tokenizer),
+    )
     target = _cache_path(req.repo, req.revision)
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        doc = {"config": config, "hf_quant": hf_quant, "weights": weights.__dict__, "origin": meta.origin}
+        doc = {
+            "config": config,
+            "hf_quant": hf_quant,
+            "weights": weights.__dict__,
+            "origin": meta.origin,
+            "files": list(meta.files),
+            "commit": commit,
+            "chat_template": template,
+            "special_tokens": None if meta.special_tokens is None else list(meta.special_tokens),
+        }
         target.write_text(json.dumps(doc))
     except OSError:
         pass  # a read-only cache only costs the next plan a metadata fetch

@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import CheckpointMismatchError
+from ..errors import CheckpointUnreadableError
+from .shape import WeightSizes
 
 # vLLM's Mamba-style block alignment needs at least this many batched tokens
 # on hybrid linear-attention models (Gated DeltaNet, Qwen3-Next / Qwen3.5).
@@ -36,21 +37,53 @@ class CheckpointInfo:
     has_weights: bool
 
 
+@dataclass(frozen=True)
+class CheckpointMeta:
+    config: dict[str, Any]
+    hf_quant: dict[str, Any] | None
+    weights: WeightSizes
+    origin: str
+    files: tuple[str, ...] = ()  # the repo's (or directory's) file names
+    commit: str | None = None  # the Hub commit the metadata is from
+    chat_template: str | None = None  # tokenizer_config.json's or chat_template.jinja's
+    special_tokens: tuple[str, ...] | None = None  # tokenizer_config.json's added tokens; None: not listed
+
+
+def added_tokens(tokenizer_config: dict[str, Any] | None) -> tuple[str, ...] | None:
+    """The added (special) tokens tokenizer_config.json lists, or None when it lists none."""
+    decoder = (tokenizer_config or {}).get("added_tokens_decoder")
+    if not isinstance(decoder, dict) or not decoder:
+        return None
+    return tuple(
+        sorted(str(t["content"]) for t in decoder.values() if isinstance(t, dict) and "content" in t)
+    )
+
+
+def chat_template_of(tokenizer_config: dict[str, Any] | None, jinja: str | None) -> str | None:
+    """The chat template a checkpoint ships, as text (a named list is joined)."""
+    if jinja:
+        return jinja
+    template = (tokenizer_config or {}).get("chat_template")
+    if isinstance(template, list):
+        return "\n".join(str(t.get("template", "")) for t in template if isinstance(t, dict)) or None
+    return template if isinstance(template, str) and template else None
+
+
 def read_json(path: Path, checkpoint: str) -> dict[str, Any]:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except OSError as err:
-        raise CheckpointMismatchError(
+        raise CheckpointUnreadableError(
             checkpoint, f"cannot read {path.name}: {err.strerror}", "make sure the checkpoint is complete"
         ) from err
     except json.JSONDecodeError as err:
-        raise CheckpointMismatchError(
+        raise CheckpointUnreadableError(
             checkpoint,
             f"{path.name} is not valid JSON ({err.msg} at line {err.lineno})",
             "re-download the checkpoint",
         ) from err
     if not isinstance(data, dict):
-        raise CheckpointMismatchError(
+        raise CheckpointUnreadableError(
             checkpoint, f"{path.name} is not a JSON object", "re-download the checkpoint"
         )
     return data
@@ -143,7 +176,7 @@ def inspect_checkpoint(directory: Path) -> CheckpointInfo:
     checkpoint = str(directory)
     config_path = directory / "config.json"
     if not config_path.is_file():
-        raise CheckpointMismatchError(
+        raise CheckpointUnreadableError(
             checkpoint, "has no config.json", "point MODEL at a Hugging Face model directory"
         )
     config = read_json(config_path, checkpoint)

@@ -12,6 +12,7 @@ _FORMAT_NAMES = {
     "ct-nvfp4": "compressed-tensors nvfp4-pack-quantized (W4A4)",
     "ct-nvfp4a16": "compressed-tensors nvfp4-pack-quantized (W4A16)",
     "none": "unquantized",
+    "other": "another format vLLM detects (not NVFP4)",
 }
 
 
@@ -27,7 +28,8 @@ def fit_checkpoint(plan: Plan, info: CheckpointInfo, *, weights_required: bool =
         )
     if plan.profile is not None:
         expected = plan.profile.profile.quantization
-        if info.quant_format != expected:
+        found = "other" if info.quant_format.startswith("other:") else info.quant_format
+        if found != expected:
             raise CheckpointMismatchError(
                 info.path,
                 f"is {format_name(info.quant_format)} but profile '{plan.profile.name}' "

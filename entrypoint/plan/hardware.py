@@ -11,10 +11,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
-from ..errors import ProfileInvalidError, ProfileSyntaxError
+from .tables import load_yaml_table
 
 GB = 1_000_000_000
 GIB = 1 << 30
@@ -33,6 +32,8 @@ class HardwareSpec(BaseModel):
     native_fp4: bool
     overhead_gb: Annotated[float, Field(ge=0)]
     reserve_gb: Annotated[float, Field(ge=0)] = 0.0
+    nvfp4_linear_backend: str | None = None
+    nvfp4_moe_backend: str | None = None
 
 
 class HardwareTable(BaseModel):
@@ -55,21 +56,7 @@ def default_hardware_file() -> Path:
 
 
 def load_table(path: Path | None = None) -> HardwareTable:
-    path = path or default_hardware_file()
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as err:
-        raise ProfileSyntaxError(str(path), f"cannot read: {err.strerror}") from err
-    except yaml.YAMLError as err:
-        raise ProfileSyntaxError(str(path), f"invalid YAML: {err}") from err
-    try:
-        return HardwareTable.model_validate(data)
-    except ValidationError as err:
-        first = err.errors(include_url=False)[0]
-        field = ".".join(str(p) for p in first["loc"])
-        raise ProfileInvalidError(
-            str(path), field, first["msg"], "fix this field of the hardware table"
-        ) from err
+    return load_yaml_table(path or default_hardware_file(), HardwareTable, "hardware table")
 
 
 @dataclass(frozen=True)
@@ -87,6 +74,8 @@ class Device:
     overhead_bytes: int
     reserve_bytes: int
     source: str  # "NVML", "/proc/meminfo", or the variable / flag that named it
+    nvfp4_linear_backend: str | None = None  # for W4A4 NVFP4 linears (derived profiles)
+    nvfp4_moe_backend: str | None = None  # for W4A4 NVFP4 MoE experts (derived profiles)
 
     @property
     def label(self) -> str:
@@ -120,6 +109,8 @@ def from_spec(
         overhead_bytes=int(spec.overhead_gb * GIB),
         reserve_bytes=int(spec.reserve_gb * GIB),
         source=source,
+        nvfp4_linear_backend=spec.nvfp4_linear_backend,
+        nvfp4_moe_backend=spec.nvfp4_moe_backend,
     )
 
 

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import difflib
 import os
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -23,6 +24,7 @@ QuantFormat = Literal[
     "ct-nvfp4",  # compressed-tensors nvfp4-pack-quantized, W4A4
     "ct-nvfp4a16",  # compressed-tensors nvfp4-pack-quantized, weight-only
     "none",  # unquantized
+    "other",  # another format vLLM detects itself (FP8, AWQ, GPTQ, ...): not NVFP4
 ]
 KvCacheDtype = Literal["auto", "bfloat16", "float16", "fp8", "fp8_e4m3", "fp8_e5m2"]
 Dtype = Literal["auto", "bfloat16", "float16", "half", "float", "float32"]
@@ -113,6 +115,9 @@ class LoadedProfile:
     name: str
     path: Path
     profile: Profile
+    derived_from: str | None = None  # set when derived from a checkpoint, not read from a file
+    reasons: Mapping[str, str] = field(default_factory=dict)  # field path → why (derived only)
+    notes: tuple[str, ...] = ()  # what derivation did not derive, and why (derived only)
 
 
 def suggest(name: str, known: list[str]) -> str | None:

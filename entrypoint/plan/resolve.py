@@ -113,10 +113,16 @@ def _looks_like_path(value: str) -> bool:
 
 
 def select(
-    catalog: Catalog, env: Mapping[str, str], cli: Mapping[str, str | None]
+    catalog: Catalog,
+    env: Mapping[str, str],
+    cli: Mapping[str, str | None],
+    derived: LoadedProfile | None = None,
 ) -> tuple[LoadedProfile | None, ModelRef, str | None]:
-    """Pick the profile, the checkpoint and the variant."""
+    """Pick the profile (``derived`` when no profile names the model), the checkpoint
+    and the variant."""
     loaded, model = _select_model(catalog, env, cli)
+    if loaded is None and derived is not None:
+        loaded = derived
     return loaded, model, _select_variant(loaded, read_raw(BY_NAME["variant"], env, cli))
 
 
@@ -152,7 +158,7 @@ def _select_variant(loaded: LoadedProfile | None, raw: tuple[str, str, str] | No
     if raw is not None and loaded is None:
         raise ConflictError(
             ["VARIANT"],
-            f"{raw[2]} is set but MODEL names no profile",
+            f"{raw[2]} is set but MODEL names no profile and none could be derived (no checkpoint metadata)",
             "unset VARIANT, or set PROFILE to a profile that has this variant",
         )
     if loaded is None:
@@ -177,14 +183,24 @@ def _checkpoint_ref(raw: tuple[str, str, str]) -> ModelRef:
     )
 
 
-def _layer(settings: dict[str, Setting], values: dict[str, Any], source: str, origin: str) -> None:
+def _layer(
+    settings: dict[str, Setting],
+    values: dict[str, Any],
+    source: str,
+    origin: str,
+    reasons: Mapping[str, str] | None = None,
+    key: str = "",
+) -> None:
+    """Put ``values`` over ``settings``. With ``reasons`` (a derived profile) each
+    setting's origin is the reason for ``key + name``."""
     for name, value in values.items():
         if value is None or value == []:
             continue
         if name == "extra_args":
             previous = settings["extra_args"].value if "extra_args" in settings else []
             value = [*previous, *value]
-        settings[name] = Setting(value, source, f"{origin}{name}")
+        why = reasons.get(f"{key}{name}") if reasons is not None else None
+        settings[name] = Setting(value, source, why or f"{origin}{name}")
 
 
 def resolve(
@@ -193,21 +209,24 @@ def resolve(
     cli: Mapping[str, str | None],
     device: Device | None = None,
     table: HardwareTable | None = None,
+    derived: LoadedProfile | None = None,
 ) -> Plan:
-    loaded, model, variant = select(catalog, env, cli)
+    """The plan for this environment and CLI. ``derived`` is the profile derived
+    from the checkpoint, used when no profile names the model."""
+    loaded, model, variant = select(catalog, env, cli, derived)
     settings: dict[str, Setting] = {
         name: Setting(value, "default", "built-in default") for name, value in builtin_defaults(env).items()
     }
     engine_env: dict[str, Setting] = {}
     if loaded is not None:
         prof, path = loaded.profile, loaded.path
-        _layer(
-            settings,
-            {"revision": prof.revision, "served_model_name": prof.served_model_name},
-            "profile",
-            f"{path}: ",
-        )
-        _layer(settings, prof.vllm.model_dump(exclude_none=True), "profile", f"{path}: vllm.")
+        why = loaded.reasons if loaded.derived_from else None
+        source = "checkpoint" if loaded.derived_from else "profile"
+        top: dict[str, Any] = {"served_model_name": prof.served_model_name}
+        if not loaded.derived_from:  # a derived profile's revision is the one asked for
+            top["revision"] = prof.revision
+        _layer(settings, top, source, f"{path}: ", why)
+        _layer(settings, prof.vllm.model_dump(exclude_none=True), source, f"{path}: vllm.", why, "vllm.")
         engine_env.update({k: Setting(v, "profile", f"{path}: env.{k}") for k, v in prof.env.items()})
         if variant is not None:
             var = prof.variants[variant]
@@ -216,6 +235,8 @@ def resolve(
                 var.vllm.model_dump(exclude_none=True),
                 "variant",
                 f"{path}: variants.{variant}.vllm.",
+                why,
+                f"variants.{variant}.vllm.",
             )
             engine_env.update(
                 {k: Setting(v, "variant", f"{path}: variants.{variant}.env.{k}") for k, v in var.env.items()}

@@ -119,6 +119,7 @@ class WeightSizes:
     mtp: int = 0
     experts: int = 0  # routed experts of the language model (MoE)
     source: str = ""  # where the figures came from
+    named: bool = False  # tensor names were read (vision / MTP / experts split is known)
 
     @property
     def language_model(self) -> int:
@@ -140,4 +141,6 @@ def split_weights(
         elif _EXPERT.search(name) and "shared_expert" not in name:
             experts += size
     measured = sum(tensors.values())
-    return WeightSizes(total if total is not None else measured, vision, mtp, experts, source)
+    return WeightSizes(
+        total if total is not None else measured, vision, mtp, experts, source, named=bool(tensors)
+    )

@@ -31,7 +31,8 @@ def train_tokenizer(out: Path) -> Any:
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
-    specials = ["<|pad|>", "<|bos|>", "<|end|>", "<|user|>", "<|assistant|>", "<|system|>"]
+    # <|python_tag|>: Llama 3's tool-call token, which vLLM's llama3_json tool parser requires
+    specials = ["<|pad|>", "<|bos|>", "<|end|>", "<|user|>", "<|assistant|>", "<|system|>", "<|python_tag|>"]
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
@@ -65,6 +66,7 @@ def _llama(vocab_size: int, dtype: torch.dtype) -> torch.nn.Module:
         eos_token_id=2,
         pad_token_id=0,
     )
+    config.architectures = ["LlamaForCausalLM"]  # what save_pretrained writes; ModelOpt exports too
     return LlamaForCausalLM(config).to(dtype)
 
 

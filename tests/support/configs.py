@@ -22,16 +22,21 @@ def seed_config(arch: str, *, mtp_layers: int = 0, vision: bool = True) -> dict[
     from transformers import LlamaConfig, Qwen3_5Config, Qwen3_5MoeConfig, Qwen3Config
 
     if arch == "llama":
-        return LlamaConfig(**_TEXT, intermediate_size=128).to_dict()
+        return LlamaConfig(**_TEXT, intermediate_size=128, architectures=["LlamaForCausalLM"]).to_dict()
     if arch == "qwen3":
-        return Qwen3Config(**_TEXT, intermediate_size=128).to_dict()
+        return Qwen3Config(**_TEXT, intermediate_size=128, architectures=["Qwen3ForCausalLM"]).to_dict()
     extra = {"mtp_num_hidden_layers": mtp_layers} if mtp_layers else {}
     if arch == "qwen3_5":
-        config = Qwen3_5Config(text_config=dict(_TEXT, intermediate_size=128, **extra), vision_config=_VISION)
+        config = Qwen3_5Config(
+            text_config=dict(_TEXT, intermediate_size=128, **extra),
+            vision_config=_VISION,
+            architectures=["Qwen3_5ForConditionalGeneration"],
+        )
     elif arch == "qwen3_5_moe":
         config = Qwen3_5MoeConfig(
             text_config=dict(_TEXT, num_experts=8, num_experts_per_tok=2, moe_intermediate_size=32, **extra),
             vision_config=_VISION,
+            architectures=["Qwen3_5MoeForConditionalGeneration"],
         )
     else:
         raise ValueError(arch)

@@ -14,7 +14,10 @@ from tests.conftest import REPO, CliResult, clean_env
 
 MiB = 1 << 20
 CHUNK = 10 * MiB  # huggingface_hub writes downloads in chunks of this size
-SMALL = {"config.json": b'{"model_type": "llama"}', "tokenizer.json": b'{"version": "1.0"}'}
+SMALL = {
+    "config.json": b'{"model_type": "llama", "architectures": ["LlamaForCausalLM"]}',
+    "tokenizer.json": b'{"version": "1.0"}',
+}
 
 
 def hub_env(hub_url: str, home: Path, **extra: str) -> dict[str, str]:
