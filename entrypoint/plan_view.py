@@ -51,15 +51,7 @@ def plan_document(
         "memory_note": note,
         "profile": plan.profile.name if plan.profile else None,
         "profile_file": str(plan.profile.path) if plan.profile and not plan.profile.derived_from else None,
-        "derived": None
-        if derived is None
-        else {
-            "from": derived.source,
-            "commit": derived.commit,
-            "family": derived.family,
-            "for_hardware": derived.device_key,
-            "notes": list(derived.notes),
-        },
+        "derived": None if derived is None else derived.summary(),
         "variant": plan.variant,
         "model": {"kind": plan.model.kind, "repo": plan.model.repo, "path": plan.model.path},
         "settings": {

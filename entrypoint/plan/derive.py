@@ -45,6 +45,16 @@ class Derived:
     commit: str | None
     device_key: str
 
+    def summary(self) -> dict[str, Any]:
+        """What ``plan --json`` shows under ``derived``."""
+        return {
+            "from": self.source,
+            "commit": self.commit,
+            "family": self.family,
+            "for_hardware": self.device_key,
+            "notes": list(self.notes),
+        }
+
 
 def profile_name(model: str) -> str:
     """A profile name from a repo id or a directory: its last part, lowercased."""
