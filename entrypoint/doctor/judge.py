@@ -112,7 +112,8 @@ def plan(f: Facts) -> Iterator[Line]:
     p = f.plan
     name = p.profile.name if p.profile else (p.model.repo or p.model.path or "")
     variant = f" variant {p.variant}" if p.variant else ""
-    yield Line("profile", "ok", f"{name}{variant} → {p.model.repo or p.model.path}")
+    derived = f" (derived from {p.profile.derived_from})" if p.profile and p.profile.derived_from else ""
+    yield Line("profile", "ok", f"{name}{variant} → {p.model.repo or p.model.path}{derived}")
     m = f.memory
     if m is None:
         yield Line(
