@@ -7,16 +7,18 @@ import json
 import os
 import sys
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import __version__
 from .errors import ExitCode, HardwareUnsupportedError, SettingError, SparkServeError
 from .plan.hardware import Device, HardwareTable
 from .plan.options import BY_NAME, OPTIONS, Option
 from .plan.profile import Catalog
-from .plan.resolve import Plan, resolve
+from .plan.resolve import resolve
 from .plan_view import plan_document, print_plan
-from .planning import catalog_for, planned
+
+if TYPE_CHECKING:
+    from .planning import Resolved
 
 
 def _add_option_flags(parser: argparse.ArgumentParser, options: tuple[Option, ...] = OPTIONS) -> None:
@@ -111,7 +113,7 @@ def cmd_derive(env: Mapping[str, str], args: argparse.Namespace) -> int:
 
     from .plan.derive import profile_name
     from .plan.pin import render
-    from .planning import checkpoint_meta, derive_from, hardware_for, resolve_checkpoint
+    from .planning import derivation_meta, derive_from, hardware_for
 
     own = {BY_NAME[n].env for n in ("model", "profile", "variant")}
     bare = {k: v for k, v in env.items() if k not in own}
@@ -119,12 +121,7 @@ def cmd_derive(env: Mapping[str, str], args: argparse.Namespace) -> int:
     device, table = hardware_for(bare, cli)
     offline = bool(constants.HF_HUB_OFFLINE)
     plan = resolve(Catalog([]), bare, cli, device, table)
-    meta = checkpoint_meta(plan, offline=offline, retries=2)
-    if meta is None:
-        found = resolve_checkpoint(
-            Catalog([]), bare, cli, device, table, offline=offline, retries=2, snapshot=True
-        )
-        meta = found.meta
+    meta = derivation_meta(plan, offline=offline, retries=2, snapshot=True)
     if meta is None:
         raise SettingError(
             "MODEL",
@@ -137,7 +134,7 @@ def cmd_derive(env: Mapping[str, str], args: argparse.Namespace) -> int:
 
 
 def cmd_profiles(env: Mapping[str, str], args: argparse.Namespace) -> int:
-    from .planning import hardware_for
+    from .planning import catalog_for, hardware_for
 
     if getattr(args, "profiles_command", None) == "derive":
         return cmd_derive(env, args)
@@ -168,6 +165,8 @@ def cmd_profiles(env: Mapping[str, str], args: argparse.Namespace) -> int:
 
 
 def cmd_plan(env: Mapping[str, str], args: argparse.Namespace) -> int:
+    from .planning import planned
+
     cli = vars(args)
     found = planned(env, cli, network=True)
     doc = plan_document(found.plan, env, found.memory, found.note, found.derived)
@@ -181,6 +180,7 @@ def cmd_plan(env: Mapping[str, str], args: argparse.Namespace) -> int:
 def cmd_check(env: Mapping[str, str], args: argparse.Namespace) -> int:
     from .check import load_vllm_surface, run_check
     from .plan.families import load_families
+    from .planning import catalog_for
 
     catalog = catalog_for(env, vars(args))
     surface = load_vllm_surface()
@@ -194,36 +194,39 @@ def cmd_check(env: Mapping[str, str], args: argparse.Namespace) -> int:
     return ExitCode.FAILURE if failed else ExitCode.OK
 
 
-def _resolved_for_hardware(env: Mapping[str, str], cli: Mapping[str, Any]) -> Plan:
+def _resolved_for_hardware(env: Mapping[str, str], cli: Mapping[str, Any]) -> Resolved:
     """The plan launch and download act on (a profile derived when none names the model)."""
     from huggingface_hub import constants
 
-    from .planning import hardware_for, resolve_checkpoint
+    from .planning import catalog_for, hardware_for, resolve_checkpoint
 
     device, table = hardware_for(env, cli)
     offline = bool(constants.HF_HUB_OFFLINE)
     found = resolve_checkpoint(
         catalog_for(env, cli), env, cli, device, table, offline=offline, retries=5, snapshot=True
     )
-    return found.plan
+    return found
 
 
 def cmd_launch(env: Mapping[str, str], args: argparse.Namespace) -> int:
     from .launch import launch
 
-    launch(_resolved_for_hardware(env, vars(args)), env)  # replaces this process with vLLM
+    found = _resolved_for_hardware(env, vars(args))
+    launch(found.plan, env, meta=found.meta)  # replaces this process with vLLM
 
 
 def cmd_download(env: Mapping[str, str], args: argparse.Namespace) -> int:
     from .launch import download
 
-    print(download(_resolved_for_hardware(env, vars(args))))
+    found = _resolved_for_hardware(env, vars(args))
+    print(download(found.plan, meta=found.meta))
     return ExitCode.OK
 
 
 def cmd_doctor(env: Mapping[str, str], args: argparse.Namespace) -> int:
     from .doctor.gather import gather
     from .doctor.judge import judge
+    from .planning import planned
 
     facts = gather(env, vars(args), planned)
     lines = judge(facts)

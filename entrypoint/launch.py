@@ -21,7 +21,7 @@ from typing import Any, NoReturn
 from . import __version__
 from .errors import EngineNotFoundError, SparkServeError, StateUnwritableError
 from .guard import Halted, Runtime, Stopped, back_off, say, wait_for_memory, wait_for_reset
-from .hub.metadata import local_meta
+from .hub.metadata import CheckpointMeta, local_meta
 from .locate import locate
 from .plan.checkpoint import inspect_checkpoint
 from .plan.command import EngineCommand, build_command, shown_argv
@@ -67,13 +67,14 @@ def _offline() -> bool:
     return bool(constants.HF_HUB_OFFLINE)
 
 
-def size_before_download(plan: Plan) -> tuple[Plan, MemoryPlan | None]:
-    """Fit and size the plan from the checkpoint's metadata alone, refusing
-    before the first weight byte when the model does not fit the device."""
+def size_before_download(plan: Plan, meta: CheckpointMeta | None = None) -> tuple[Plan, MemoryPlan | None]:
+    """Fit and size the plan from the checkpoint's metadata alone (``meta`` when the
+    caller already has it), refusing before the first weight byte when the model
+    does not fit the device."""
     device = plan.device
     if device is None:
         return plan, None
-    meta = checkpoint_meta(plan, offline=_offline(), retries=5)
+    meta = meta or checkpoint_meta(plan, offline=_offline(), retries=5)
     if meta is None:  # offline and never planned: sized after locating the snapshot
         return plan, None
     plan = fit_checkpoint(plan, info_from(meta, plan), weights_required=False)
@@ -88,9 +89,14 @@ class Prepared:
     found: dict[str, Any]  # what the state file records about the checkpoint
 
 
-def prepare(plan: Plan, environ: Mapping[str, str], on_update: Callable[..., None]) -> Prepared:
+def prepare(
+    plan: Plan,
+    environ: Mapping[str, str],
+    on_update: Callable[..., None],
+    meta: CheckpointMeta | None = None,
+) -> Prepared:
     """Everything up to the gate before exec; raises typed errors."""
-    plan, memory = size_before_download(plan)
+    plan, memory = size_before_download(plan, meta)
     model_dir = locate(plan, on_update)
     info = inspect_checkpoint(model_dir)
     plan = fit_checkpoint(plan, info)
@@ -140,12 +146,12 @@ def announce_derived(plan: Plan) -> None:
         say(f"note: {note}")
 
 
-def download(plan: Plan) -> Path:
+def download(plan: Plan, meta: CheckpointMeta | None = None) -> Path:
     """``spark-serve download``: fetch and verify the checkpoint, record state, stop."""
     recorder = StateRecorder(plan)
     try:
         recorder.update("pending")
-        plan, _ = size_before_download(plan)
+        plan, _ = size_before_download(plan, meta)
         path = locate(plan, recorder.update)
     except SparkServeError as err:
         recorder.failed(err)
@@ -181,12 +187,14 @@ def launch(
     environ: Mapping[str, str],
     execvpe: Exec = os.execvpe,
     runtime: Runtime | None = None,
+    *,
+    meta: CheckpointMeta | None = None,
 ) -> NoReturn:
     runtime = runtime or Runtime()
     recorder = StateRecorder(plan)
     try:
         recorder.update("pending")
-        ready = prepare(plan, environ, recorder.update)
+        ready = prepare(plan, environ, recorder.update, meta)
         argv = shown_argv(ready.command.argv)
         argv_id = fingerprint(argv)
         state_dir = ready.plan.value("state_dir")

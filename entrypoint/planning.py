@@ -24,7 +24,7 @@ from .plan.hardware import Device, HardwareTable, load_table
 from .plan.memory import MemoryPlan, plan_memory
 from .plan.options import BY_NAME
 from .plan.profile import Catalog, LoadedProfile
-from .plan.resolve import Plan, builtin_defaults, read_raw, resolve
+from .plan.resolve import Plan, builtin_defaults, read_raw, resolve, select
 from .plan.sizing import memory_inputs, refuse_unless_fits
 
 
@@ -92,6 +92,15 @@ def _offline_snapshot_meta(plan: Plan) -> CheckpointMeta:
     return local_meta(ensure_snapshot(download_request(plan, offline=True), lambda *_, **__: None))
 
 
+def derivation_meta(plan: Plan, *, offline: bool, retries: int, snapshot: bool) -> CheckpointMeta | None:
+    """The metadata a derivation needs: cached, local or from the Hub; offline with
+    ``snapshot``, a complete cached snapshot's own files (else its typed error)."""
+    meta = checkpoint_meta(plan, offline=offline, retries=retries)
+    if meta is None and offline and snapshot and plan.model.repo is not None:
+        meta = _offline_snapshot_meta(plan)
+    return meta
+
+
 @dataclass(frozen=True)
 class Resolved:
     plan: Plan
@@ -118,18 +127,17 @@ def resolve_checkpoint(
     error); without metadata nothing is derived. With ``lenient`` a Hub error while
     fetching the metadata is a note instead (``plan``, ``doctor``)."""
     bare_env = {k: v for k, v in env.items() if k != BY_NAME["variant"].env}
-    plan = resolve(catalog, bare_env, {**cli, "variant": None}, device, table)
-    if plan.profile is not None:
+    bare_cli = {**cli, "variant": None}  # a variant is checked once the profile is known
+    if select(catalog, bare_env, bare_cli)[0] is not None:  # a profile names the model
         return Resolved(resolve(catalog, env, cli, device, table))
+    plan = resolve(catalog, bare_env, bare_cli, device, table)  # for the metadata request
     try:
-        meta = checkpoint_meta(plan, offline=offline, retries=retries)
+        meta = derivation_meta(plan, offline=offline, retries=retries, snapshot=snapshot)
     except (HubAuthError, HubNotFoundError, HubUnreachableError) as err:
         if not lenient:
             raise
         note = f"checkpoint metadata unavailable: {err.message}; no profile derived"
         return Resolved(resolve(catalog, env, cli, device, table), note=note)
-    if meta is None and offline and snapshot and plan.model.repo is not None:
-        meta = _offline_snapshot_meta(plan)
     if meta is None:
         return Resolved(resolve(catalog, env, cli, device, table))
     derived = derive_from(plan, meta, device, env)

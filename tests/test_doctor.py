@@ -8,10 +8,10 @@ import socket
 from pathlib import Path
 from typing import Any
 
-from entrypoint.cli import planned
 from entrypoint.doctor.gather import gather
 from entrypoint.doctor.judge import DROP_CACHES, Line, judge
 from entrypoint.errors import ExitCode
+from entrypoint.planning import planned
 from entrypoint.state import write_state
 from tests.conftest import run_cli
 from tests.support.downloads import hub_env
