@@ -30,7 +30,7 @@ COPY configs ./configs
 
 # Fail the build on an untested engine, then install spark-serve alone: its
 # dependencies (pydantic, pyyaml, huggingface_hub, fastapi, uvicorn, httpx,
-# prometheus-client, nvidia-ml-py) are already part of the vLLM image.
+# prometheus-client, nvidia-ml-py, psutil) are already part of the vLLM image.
 RUN python3 -m entrypoint.versions "vllm==${VLLM_VERSION}" "flashinfer-python==${FLASHINFER_VERSION}" \
         --torch-cuda 13 \
     && python3 -m pip install --no-cache-dir --no-deps --no-build-isolation . \

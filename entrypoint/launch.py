@@ -44,10 +44,29 @@ from .state import READY_FILE, STARTS_FILE, read_document, write_document, write
 Exec = Callable[[str, list[str], dict[str, str]], Any]
 
 
+def _started_at() -> float:
+    """This process's start time, which exec keeps: with ``pid`` it names the
+    engine process, so the sidecar never signals a reused PID."""
+    import psutil
+
+    return float(psutil.Process().create_time())
+
+
+def engine_facts(plan: Plan) -> dict[str, Any]:
+    """What the sidecar needs to warm up, probe and heal the engine it is about to run."""
+    spec = plan.value("speculative_config")
+    drafts = spec.get("num_speculative_tokens") if isinstance(spec, dict) else None
+    return {
+        "shutdown_timeout": plan.value("shutdown_timeout") or 0,
+        "speculative_tokens": drafts if isinstance(drafts, int) else 0,
+    }
+
+
 def base_state(plan: Plan) -> dict[str, Any]:
     return {
         "version": __version__,
         "pid": os.getpid(),
+        "pid_started_at": _started_at(),
         "started_at": time.time(),
         "profile": plan.profile.name if plan.profile else None,
         "derived_from": plan.profile.derived_from if plan.profile else None,
@@ -214,7 +233,15 @@ def launch(
     except SparkServeError as err:
         recorder.failed(err)
         raise
-    recorder.update("starting", argv=argv, start_id=start_id, waiting=None, error=None, **ready.found)
+    recorder.update(
+        "starting",
+        argv=argv,
+        start_id=start_id,
+        waiting=None,
+        error=None,
+        **ready.found,
+        **engine_facts(ready.plan),
+    )
     announce_derived(ready.plan)
     say(f"exec {' '.join(argv)}")
     command = ready.command

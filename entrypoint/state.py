@@ -3,6 +3,7 @@
 - ``launcher.json``: the current launch (phase, plan facts, what it waits for);
 - ``starts.json``: recent engine starts, for the restart back-off;
 - ``ready.json``: written by the sidecar when a start first answers ready;
+- ``heals.json``: written by the sidecar each time it ends a hung engine;
 - ``reset.json``: written by ``spark-serve reset`` to wake a halted launcher.
 
 Written atomically (temp file in the same directory + rename) so a reader
@@ -23,6 +24,7 @@ from .errors import StateUnwritableError
 STATE_FILE = "launcher.json"
 STARTS_FILE = "starts.json"
 READY_FILE = "ready.json"
+HEALS_FILE = "heals.json"
 RESET_FILE = "reset.json"
 PHASES = (
     "pending",
@@ -31,6 +33,7 @@ PHASES = (
     "backing-off",
     "waiting-for-memory",
     "starting",
+    "warming-up",
     "serving",
     "halted",
     "failed",

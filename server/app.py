@@ -50,6 +50,25 @@ class MetricsFetcher:
             self._inflight = None
 
 
+def checks_document(monitor: Monitor) -> dict[str, Any]:
+    """Warm-up, idle probe and heals, with the settings that drive them."""
+    settings = monitor.settings
+    document = monitor.checks.to_json()
+    document["warmup"] = {
+        "enabled": settings.warmup,
+        "timeout_s": settings.warmup_timeout,
+        "last": document.pop("warmup"),
+    }
+    document["probe"].update(interval_s=settings.probe_interval, timeout_s=settings.probe_timeout)
+    document["hung"] = monitor.hung()
+    document["heal"] = {
+        **monitor.healer.to_json(),
+        "after": settings.heal_after,
+        "backoff_s": settings.heal_backoff_s,
+    }
+    return document
+
+
 def status_document(monitor: Monitor) -> dict[str, Any]:
     state = monitor.state or {}
     verdict = monitor.verdict
@@ -70,6 +89,7 @@ def status_document(monitor: Monitor) -> dict[str, Any]:
         "version": __version__,
         "vllm_version": monitor.vllm_version,
         "time_to_ready_seconds": monitor.time_to_ready(),
+        "checks": checks_document(monitor),
         "last_error": state.get("error") or monitor.view.error,
         "updated_at": state.get("updated_at"),
     }
@@ -105,6 +125,13 @@ def create_app(settings: SidecarSettings, nvml: Nvml | None = None) -> FastAPI:
         verdict = holder["monitor"].verdict
         body = {"ready": verdict.ready, "phase": verdict.phase, "reason": verdict.reason}
         return JSONResponse(body, status_code=200 if verdict.ready else 503)
+
+    @app.get("/health/engine")
+    async def engine() -> JSONResponse:
+        """503 while the engine is hung: a Kubernetes liveness probe for the engine container."""
+        hung = holder["monitor"].hung()
+        body = {"hung": hung is not None, "reason": hung or "not hung"}
+        return JSONResponse(body, status_code=503 if hung else 200)
 
     @app.get("/status")
     async def status() -> dict[str, Any]:

@@ -4,12 +4,19 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from prometheus_client.core import GaugeMetricFamily, InfoMetricFamily
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    InfoMetricFamily,
+    Metric,
+    SummaryMetricFamily,
+)
 from prometheus_client.registry import Collector
 
 from entrypoint import __version__
 from entrypoint.state import PHASES
 
+from .generation import KINDS
 from .gpu import Nvml
 from .monitor import Monitor
 
@@ -18,7 +25,7 @@ class SidecarCollector(Collector):
     def __init__(self, monitor: Monitor) -> None:
         self.monitor = monitor
 
-    def collect(self) -> Iterator[GaugeMetricFamily | InfoMetricFamily]:
+    def collect(self) -> Iterator[Metric]:
         state = self.monitor.state or {}
         info = InfoMetricFamily("sparkserve", "spark-serve identity and what it serves")
         info.add_metric(
@@ -71,6 +78,52 @@ class SidecarCollector(Collector):
             "sparkserve_ready",
             "1 when /health/ready answers 200",
             value=1.0 if self.monitor.verdict.ready else 0.0,
+        )
+        yield from CheckCollector(self.monitor).collect()
+
+
+class CheckCollector(Collector):
+    """Warm-up, idle probes and heals."""
+
+    def __init__(self, monitor: Monitor) -> None:
+        self.monitor = monitor
+
+    def collect(self) -> Iterator[Metric]:
+        checks, healer = self.monitor.checks, self.monitor.healer
+        if checks.warmup is not None and checks.warmup.ok:
+            yield GaugeMetricFamily(
+                "sparkserve_warmup_duration_seconds",
+                "how long this engine start's warm-up generation took",
+                value=checks.warmup.seconds,
+            )
+        duration = SummaryMetricFamily(
+            "sparkserve_probe_duration_seconds",
+            "the sidecar's own generations (warm-up, idle probe): count and seconds",
+            labels=["kind"],
+        )
+        failures = CounterMetricFamily(
+            "sparkserve_probe_failures",
+            "the sidecar's generations that failed or timed out",
+            labels=["kind"],
+        )
+        for kind in KINDS:
+            stats = checks.stats[kind]
+            duration.add_metric([kind], count_value=stats.sent, sum_value=stats.seconds)
+            failures.add_metric([kind], stats.failed)
+        yield duration
+        yield failures
+        yield GaugeMetricFamily(
+            "sparkserve_probe_failures_in_row",
+            "failed warm-ups or probes in a row that count toward a heal (HEAL_AFTER)",
+            value=checks.in_row,
+        )
+        yield GaugeMetricFamily(
+            "sparkserve_engine_hung",
+            "1 when the engine counts as hung (/health/engine answers 503)",
+            value=1.0 if self.monitor.hung() else 0.0,
+        )
+        yield CounterMetricFamily(
+            "sparkserve_heals", "hung engines this sidecar ended so they restart", value=healer.total
         )
 
 

@@ -2,7 +2,9 @@
 
 Polls every ``poll_interval`` seconds so that readiness answers from memory
 (cheap under load) and time-to-ready is measured when it happens, not when
-someone asks.
+someone asks. Each poll also drives the checks: it sends the warm-up once the
+engine lists its model, an idle probe when nothing completed for
+``PROBE_INTERVAL``, and hands a hung engine to the healer.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,22 +23,43 @@ from prometheus_client.parser import text_string_to_metric_families
 from entrypoint.errors import StateUnwritableError
 from entrypoint.state import READY_FILE, read_state, write_document
 
-from .readiness import EngineView, Verdict, decide
+from .checks import CheckPolicy, Checks
+from .generation import WARMUP, Generator, Outcome, warmup_tokens
+from .heal import Healer
+from .readiness import EngineView, Verdict, decide, stall
 from .settings import SidecarSettings
 
 _TOKEN_SAMPLES = frozenset({"vllm:generation_tokens_total", "vllm:prompt_tokens_total"})
+# Finish reasons that say nothing about the engine answering: a client that gave
+# up (a timed-out probe among them) and an engine error.
+_NOT_ANSWERED = frozenset({"abort", "error"})
 
 
-def engine_counters(metrics_text: str) -> tuple[float, float]:
-    """(requests running, prompt + generation tokens so far) from vLLM's /metrics."""
-    running, tokens = 0.0, 0.0
+@dataclass(frozen=True)
+class EngineCounters:
+    running: float  # vllm:num_requests_running
+    waiting: float  # vllm:num_requests_waiting
+    tokens: float  # prompt + generation tokens so far
+    finished: float  # vllm:request_success_total, requests that got their answer
+
+
+def engine_counters(metrics_text: str) -> EngineCounters:
+    """What the monitor needs from vLLM's /metrics, summed over engines and labels."""
+    running = waiting = tokens = finished = 0.0
     for family in text_string_to_metric_families(metrics_text):
         for sample in family.samples:
             if sample.name == "vllm:num_requests_running":
                 running += sample.value
+            elif sample.name == "vllm:num_requests_waiting":
+                waiting += sample.value
             elif sample.name in _TOKEN_SAMPLES:
                 tokens += sample.value
-    return running, tokens
+            elif (
+                sample.name == "vllm:request_success_total"
+                and sample.labels.get("finished_reason") not in _NOT_ANSWERED
+            ):
+                finished += sample.value
+    return EngineCounters(running, waiting, tokens, finished)
 
 
 class Monitor:
@@ -48,9 +72,15 @@ class Monitor:
         self.verdict = Verdict(False, "pending", "not checked yet")
         self.vllm_version: str | None = None
         self.ready_at: float | None = None
+        self.counters: EngineCounters | None = None
         self._tokens: float | None = None
         self._marked: object = None  # the start_id last recorded as ready
         self._moved_at = clock()
+        policy = CheckPolicy(settings.warmup, settings.probe_interval, settings.heal_after)
+        self.checks = Checks(policy, clock())
+        self.generator = Generator(client, settings.vllm_url, settings.api_key, clock)
+        self.healer = Healer(settings.heal, settings.heal_backoff_s, settings.state_dir, clock)
+        self._sending: asyncio.Task[None] | None = None
 
     def _headers(self) -> dict[str, str]:
         key = self.settings.api_key
@@ -60,6 +90,7 @@ class Monitor:
         return await self.client.get(self.settings.vllm_url + path, timeout=2.0, **kwargs)
 
     async def _look(self) -> EngineView:
+        self.counters = None
         try:
             health = await self._get("/health")
         except httpx.HTTPError as err:
@@ -74,7 +105,8 @@ class Monitor:
                 models = tuple(str(m.get("id")) for m in listed.json().get("data", []))
             metrics = await self._get("/metrics")
             if metrics.status_code == 200:
-                running, tokens = engine_counters(metrics.text)
+                self.counters = engine_counters(metrics.text)
+                running, tokens = self.counters.running, self.counters.tokens
                 now = self.clock()
                 if self._tokens is None or tokens != self._tokens or running == 0:
                     self._tokens, self._moved_at = tokens, now
@@ -87,18 +119,65 @@ class Monitor:
             return EngineView(True, models, running, stalled, type(err).__name__)
         return EngineView(True, models, running, stalled)
 
+    def _served(self) -> str:
+        served = str((self.state or {}).get("served_model_name") or "")
+        return served or (self.view.models[0] if self.view.models else "")
+
+    def _observe(self, finished_before: float | None) -> None:
+        view, counters, now = self.view, self.counters, self.clock()
+        served = str((self.state or {}).get("served_model_name") or "")
+        listed = view.models is not None and (not served or served in view.models)
+        busy = counters is not None and counters.running + counters.waiting > 0
+        completed = (
+            counters is not None and finished_before is not None and counters.finished != finished_before
+        )
+        self.checks.observe(now, up=view.health_ok and listed, busy=busy, completed=completed)
+
     async def poll_once(self) -> Verdict:
         state = read_state(Path(self.settings.state_dir))
         if (state or {}).get("started_at") != (self.state or {}).get("started_at"):
             self.ready_at = None  # a new launch: time to ready starts again
         self.state = state
+        launched = state is not None and state.get("phase") == "starting"
+        self.checks.sync((state or {}).get("start_id") if launched else None, self.clock())
+        finished_before = self.counters.finished if self.counters else None
         self.view = await self._look()
-        self.verdict = decide(self.state, self.view, self.settings.ready_window)
+        if launched:
+            self._observe(finished_before)
+        window = self.settings.ready_window
+        self.verdict = decide(self.state, self.view, window, self.checks.view(self.clock()))
         if self.verdict.ready and self.ready_at is None:
             self.ready_at = self.clock()
         if self.verdict.ready:
             self._mark_ready()
+        if launched:
+            hung = self.checks.hung(stall(self.view, window))
+            self.healer.consider(self.state, hung, self.ready_at is not None)
+            self._send_due()
         return self.verdict
+
+    def hung(self) -> str | None:
+        """Why the engine needs a restart (what ``/health/engine`` answers), or None."""
+        launched = self.state is not None and self.state.get("phase") == "starting"
+        return self.checks.hung(stall(self.view, self.settings.ready_window)) if launched else None
+
+    def _send_due(self) -> None:
+        kind = self.checks.due(self.clock())
+        if kind is None or self.healer.busy():
+            return
+        self.checks.begin(kind, self.clock())
+        self._sending = asyncio.create_task(self._send(kind, self.checks.key))
+
+    async def _send(self, kind: str, key: object) -> None:
+        settings = self.settings
+        if kind == WARMUP:
+            drafts = int((self.state or {}).get("speculative_tokens") or 0)
+            tokens, timeout = warmup_tokens(drafts), settings.warmup_timeout
+        else:
+            tokens, timeout = 1, settings.probe_timeout
+        outcome: Outcome = await self.generator.send(kind, self._served(), tokens, timeout)
+        if self.checks.key == key:  # not a generation for a start that has since been replaced
+            self.checks.finish(outcome)
 
     def _mark_ready(self) -> None:
         """Tell the launcher's restart back-off that this engine start reached ready."""
@@ -118,6 +197,11 @@ class Monitor:
         return max(self.ready_at - float(started), 0.0)
 
     async def run(self) -> None:
-        while True:
-            await self.poll_once()
-            await asyncio.sleep(self.settings.poll_interval)
+        try:
+            while True:
+                await self.poll_once()
+                await asyncio.sleep(self.settings.poll_interval)
+        finally:
+            if self._sending is not None:
+                self._sending.cancel()
+            await self.healer.close()

@@ -1,5 +1,6 @@
 """What "ready" means (pure): the launcher is serving, vLLM's /health is 200,
-the served model is listed, and the engine makes progress."""
+the served model is listed, a warm-up generation returned, the last idle probe
+(if any failed since) answered, and the engine makes progress."""
 
 from __future__ import annotations
 
@@ -7,6 +8,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from entrypoint.state import WAITING_PHASES
+
+from .checks import CheckView
+
+WARM = CheckView(True, "", None)
 
 
 @dataclass(frozen=True)
@@ -27,7 +32,19 @@ class Verdict:
     reason: str
 
 
-def decide(state: dict[str, Any] | None, view: EngineView, window: float) -> Verdict:
+def stall(view: EngineView, window: float) -> str | None:
+    """Why the engine counts as stalled: requests run, tokens do not move."""
+    if view.running > 0 and view.stalled_for > window:
+        return (
+            f"engine stalled: {view.running:g} requests running, "
+            f"no token progress for {view.stalled_for:.0f}s"
+        )
+    return None
+
+
+def decide(
+    state: dict[str, Any] | None, view: EngineView, window: float, checks: CheckView = WARM
+) -> Verdict:
     phase = str(state.get("phase", "pending")) if state else "pending"
     if phase == "failed":
         return Verdict(False, "failed", str(state.get("error") if state else "") or "launcher failed")
@@ -45,11 +62,11 @@ def decide(state: dict[str, Any] | None, view: EngineView, window: float) -> Ver
         return Verdict(False, "starting", "vLLM /v1/models did not answer")
     if served and served not in view.models:
         return Verdict(False, "starting", f"served model '{served}' is not listed by /v1/models")
-    if view.running > 0 and view.stalled_for > window:
-        return Verdict(
-            False,
-            "serving",
-            f"engine stalled: {view.running:g} requests running, "
-            f"no token progress for {view.stalled_for:.0f}s",
-        )
+    stalled = stall(view, window)
+    if stalled:
+        return Verdict(False, "serving", stalled)
+    if not checks.warm:
+        return Verdict(False, "warming-up", checks.failure or checks.waiting)
+    if checks.failure:
+        return Verdict(False, "serving", checks.failure)
     return Verdict(True, "serving", "ready")

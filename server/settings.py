@@ -5,7 +5,15 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from entrypoint.plan.options import Option, OptionValueError, parse_port, parse_seconds, parse_text
+from entrypoint.plan.options import (
+    Option,
+    OptionValueError,
+    parse_port,
+    parse_positive_count,
+    parse_seconds,
+    parse_switch,
+    parse_text,
+)
 from entrypoint.plan.resolve import default_state_dir, parse_option, read_raw
 
 
@@ -45,6 +53,55 @@ SIDECAR_OPTIONS: tuple[Option, ...] = (
     Option(
         "scrape_timeout", "SCRAPE_TIMEOUT", "--scrape-timeout", parse_seconds, "timeout for vLLM's /metrics"
     ),
+    Option(
+        "warmup",
+        "WARMUP",
+        "--warmup",
+        parse_switch,
+        "1: a first generation must return before ready (pays JIT and autotuning); 0: off",
+    ),
+    Option(
+        "warmup_timeout",
+        "WARMUP_TIMEOUT",
+        "--warmup-timeout",
+        parse_seconds,
+        "seconds the warm-up generation may take before it counts as failed",
+    ),
+    Option(
+        "probe_interval",
+        "PROBE_INTERVAL",
+        "--probe-interval",
+        parse_seconds,
+        "seconds with no request completed (and none running) before a one-token probe",
+    ),
+    Option(
+        "probe_timeout",
+        "PROBE_TIMEOUT",
+        "--probe-timeout",
+        parse_seconds,
+        "seconds a probe may take before it counts as failed",
+    ),
+    Option(
+        "heal",
+        "HEAL",
+        "--heal",
+        parse_switch,
+        "1: end a hung engine (SIGTERM, then SIGKILL) so its restart policy brings it back; 0: off",
+    ),
+    Option(
+        "heal_after",
+        "HEAL_AFTER",
+        "--heal-after",
+        parse_positive_count,
+        "failed warm-ups or probes in a row that make the engine hung",
+    ),
+    Option(
+        "heal_backoff_s",
+        "HEAL_BACKOFF_S",
+        "--heal-backoff-s",
+        parse_seconds,
+        "least seconds between heals, doubled while healed engines never got ready (at most 1800)",
+    ),
 )
 
 
@@ -58,6 +115,13 @@ class SidecarSettings:
     ready_window: float
     poll_interval: float
     scrape_timeout: float
+    warmup: bool
+    warmup_timeout: float
+    probe_interval: float
+    probe_timeout: float
+    heal: bool
+    heal_after: int
+    heal_backoff_s: float
 
 
 def load_settings(env: Mapping[str, str], cli: Mapping[str, str | None]) -> SidecarSettings:
@@ -70,6 +134,13 @@ def load_settings(env: Mapping[str, str], cli: Mapping[str, str | None]) -> Side
         "ready_window": 60.0,
         "poll_interval": 1.0,
         "scrape_timeout": 3.0,
+        "warmup": True,
+        "warmup_timeout": 600.0,
+        "probe_interval": 60.0,
+        "probe_timeout": 30.0,
+        "heal": True,
+        "heal_after": 3,
+        "heal_backoff_s": 60.0,
     }
     for option in SIDECAR_OPTIONS:
         raw = read_raw(option, env, cli)

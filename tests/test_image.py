@@ -210,6 +210,37 @@ def test_sidecar_shares_the_state_volume_and_sees_the_gpu() -> None:
     assert sidecar["deploy"]["resources"]["reservations"]["devices"][0]["capabilities"] == ["gpu"]
 
 
+def test_engine_and_sidecar_share_a_pid_namespace_neither_of_them_owns() -> None:
+    svc = services()
+    assert svc["vllm"]["pid"] == svc["sidecar"]["pid"] == "service:pidns"  # the sidecar can end a hung engine
+    owner = svc["pidns"]
+    assert owner["entrypoint"] == ["sleep", "infinity"] and owner["init"] is True
+    assert owner["restart"] == "unless-stopped" and owner["healthcheck"] == {"disable": True}
+    assert owner["network_mode"] == "none" and "deploy" not in owner and "ports" not in owner
+    assert (
+        svc["vllm"]["environment"]["TINI_SUBREAPER"] == svc["sidecar"]["environment"]["TINI_SUBREAPER"] == "1"
+    )
+
+
+def test_compose_passes_the_sidecar_checks_with_their_built_in_defaults() -> None:
+    from server.settings import load_settings
+
+    env = {k: str(v) for k, v in services()["sidecar"]["environment"].items()}
+    names = (
+        "warmup",
+        "warmup_timeout",
+        "probe_interval",
+        "probe_timeout",
+        "heal",
+        "heal_after",
+        "heal_backoff_s",
+    )
+    composed, built_in = load_settings(env, {}), load_settings({}, {})
+    assert {n: getattr(composed, n) for n in names} == {n: getattr(built_in, n) for n in names}
+    for name in ("WARMUP", "PROBE_INTERVAL", "HEAL", "HEAL_AFTER"):
+        assert name in env
+
+
 def test_monitoring_profile_brings_prometheus_and_grafana() -> None:
     svc = services()
     assert svc["prometheus"]["profiles"] == ["monitoring"] and svc["grafana"]["profiles"] == ["monitoring"]
@@ -270,6 +301,11 @@ def test_grafana_dashboard_covers_the_stack() -> None:
         "sparkserve_gpu_memory_used_bytes",
         "sparkserve_download_completed_bytes",
         "sparkserve_phase",
+        "sparkserve_warmup_duration_seconds",
+        "sparkserve_probe_duration_seconds_count",
+        "sparkserve_probe_failures_total",
+        "sparkserve_heals_total",
+        "sparkserve_engine_hung",
     ):
         assert metric in exprs, metric
     datasource = yaml.safe_load(

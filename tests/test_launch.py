@@ -1,13 +1,15 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 
 from entrypoint.errors import EngineNotFoundError, ModelUnavailableError
-from entrypoint.launch import launch
+from entrypoint.launch import engine_facts, launch
 from entrypoint.plan.command import shown_argv
 from entrypoint.plan.profile import Catalog
 from entrypoint.plan.resolve import resolve
@@ -40,6 +42,16 @@ def test_launch_writes_starting_state_then_execs_the_argv(tmp_path: Path) -> Non
     state = json.loads((tmp_path / "state" / "launcher.json").read_text())
     assert state["phase"] == "starting" and state["argv"] == argv and state["quantization"] == "none"
     assert "k3y" not in (tmp_path / "state" / "launcher.json").read_text()
+    # The sidecar's handle on the engine: exec keeps this PID and its start time.
+    assert state["pid"] == os.getpid() and state["pid_started_at"] == psutil.Process().create_time()
+    assert state["shutdown_timeout"] == 0 and state["speculative_tokens"] == 0  # no profile: vLLM defaults
+
+
+def test_engine_facts_carry_the_drain_and_the_draft_tokens() -> None:
+    plan = resolve(Catalog([PROFILES]), {"MODEL": "axe-strada-28b-nvfp4a16", "VARIANT": "mtp"}, {})
+    assert engine_facts(plan) == {"shutdown_timeout": 30, "speculative_tokens": 3}
+    plan = resolve(Catalog([PROFILES]), {"MODEL": "axe-strada-28b-nvfp4a16", "SHUTDOWN_TIMEOUT": "5"}, {})
+    assert engine_facts(plan) == {"shutdown_timeout": 5, "speculative_tokens": 0}
 
 
 def test_missing_local_model_fails_before_exec_and_records_it(tmp_path: Path) -> None:

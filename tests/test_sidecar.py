@@ -7,22 +7,56 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import clean_env
-from tests.support.engine import CPU_ENGINE, CPU_ENGINE_ENV, Engine, free_port, http_json, stop, wait_healthy
+from tests.support.engine import (
+    CPU_ENGINE,
+    CPU_ENGINE_ENV,
+    Engine,
+    free_port,
+    http_json,
+    spawn_launch,
+    stop,
+    wait_healthy,
+)
 from tests.support.prom import prometheus, promtool, wait_for_series
 from tests.support.sidecar import get, sidecar
 
 pytestmark = pytest.mark.engine
+
+PROBE_INTERVAL = 2.0
+
+
+def answered(engine: Engine) -> tuple[float, float]:
+    """(requests vLLM answered, tokens it generated) from its own /metrics."""
+    with urllib.request.urlopen(engine.url + "/metrics", timeout=10) as response:
+        text = response.read().decode()
+    done = tokens = 0.0
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == "vllm:request_success_total" and sample.labels["finished_reason"] in (
+                "length",
+                "stop",
+            ):
+                done += sample.value
+            elif sample.name == "vllm:generation_tokens_total":
+                tokens += sample.value
+    return done, tokens
+
+
+def probes(url: str) -> dict[str, Any]:
+    return dict(json.loads(get(url + "/status")[1])["checks"]["probe"])
 
 
 @dataclass
@@ -47,19 +81,14 @@ def stack(
         ENGINE_COMMAND=CPU_ENGINE,
         SIDECAR_PORT=str(free_port()),
         READY_POLL_INTERVAL="0.5",
+        PROBE_INTERVAL=str(PROBE_INTERVAL),
+        PROBE_TIMEOUT="20",
         API_KEY="k",
         **CPU_ENGINE_ENV,
     )
     with sidecar(env, tmp / "sidecar.log") as url:
         codes = [get(url + "/health/ready")[0]]
-        with (tmp / "engine.log").open("wb") as sink:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "entrypoint", "launch"],
-                env=env,
-                stdout=sink,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
+        proc = spawn_launch(env, tmp / "engine.log")
         engine = Engine(proc, f"http://127.0.0.1:{env['PORT']}", tmp / "engine.log")
         deadline = time.monotonic() + 240
         while codes[-1] != 200 and time.monotonic() < deadline and proc.poll() is None:
@@ -84,6 +113,33 @@ def test_ready_flips_from_503_to_200_as_the_engine_comes_up(stack: Stack) -> Non
     state_dir = stack.engine.log.parent / "state"
     launcher = json.loads((state_dir / "launcher.json").read_text())
     assert json.loads((state_dir / "ready.json").read_text())["start_id"] == launcher["start_id"]
+
+
+def test_ready_only_after_the_warmup_returned_and_vllm_counted_it(stack: Stack) -> None:
+    status = json.loads(get(stack.sidecar + "/status")[1])
+    warmup = status["checks"]["warmup"]["last"]
+    assert warmup["ok"] and warmup["tokens"] == 16 and warmup["error"] is None
+    launcher = json.loads((stack.engine.log.parent / "state" / "launcher.json").read_text())
+    assert launcher["started_at"] + status["time_to_ready_seconds"] >= warmup["at"]
+    # No user request yet: what vLLM answered is the warm-up and the sidecar's idle probes.
+    before = probes(stack.sidecar)
+    done, tokens = answered(stack.engine)
+    time.sleep(0.5)
+    after = probes(stack.sidecar)
+    assert before["sent"] - before["failed"] <= done - 1 <= after["sent"] - after["failed"]
+    assert tokens == 16 + done - 1  # 16 warm-up tokens, one per probe
+    assert b'sparkserve_probe_duration_seconds_count{kind="warmup"} 1.0' in get(stack.sidecar + "/metrics")[1]
+
+
+def test_idle_probes_stay_within_one_per_interval_over_a_soak(stack: Stack) -> None:
+    soak = 12.0
+    first, (done_first, _) = probes(stack.sidecar), answered(stack.engine)
+    time.sleep(soak)
+    last, (done_last, _) = probes(stack.sidecar), answered(stack.engine)
+    sent = last["sent"] - first["sent"]
+    assert soak / PROBE_INTERVAL - 3 <= sent <= soak / PROBE_INTERVAL + 1, sent
+    assert last["failed"] == first["failed"]
+    assert abs(done_last - done_first - sent) <= 1  # each probe is one answered request in vLLM
 
 
 def test_metrics_pass_vllm_through_and_add_the_sidecar(stack: Stack) -> None:

@@ -13,7 +13,7 @@ from prometheus_client.utils import floatToGoString
 from entrypoint.errors import SettingError
 from server.collectors import GpuCollector, SidecarCollector
 from server.gpu import Nvml, system_memory
-from server.monitor import Monitor, engine_counters
+from server.monitor import EngineCounters, Monitor, engine_counters
 from server.readiness import EngineView, decide
 from server.settings import load_settings
 from tests.support.nvml import FakeNvml
@@ -60,16 +60,22 @@ def test_readiness_rules(
     assert reason in verdict.reason
 
 
-def test_engine_counters_sum_running_and_tokens() -> None:
+def test_engine_counters_sum_running_waiting_tokens_and_finished() -> None:
     text = (
         "# TYPE vllm:num_requests_running gauge\n"
         'vllm:num_requests_running{engine="0",model_name="m"} 3.0\n'
+        "# TYPE vllm:num_requests_waiting gauge\n"
+        'vllm:num_requests_waiting{engine="0",model_name="m"} 2.0\n'
         "# TYPE vllm:prompt_tokens counter\n"
         'vllm:prompt_tokens_total{engine="0",model_name="m"} 100.0\n'
         "# TYPE vllm:generation_tokens counter\n"
         'vllm:generation_tokens_total{engine="0",model_name="m"} 42.0\n'
+        "# TYPE vllm:request_success counter\n"
+        'vllm:request_success_total{engine="0",finished_reason="length",model_name="m"} 5.0\n'
+        'vllm:request_success_total{engine="0",finished_reason="stop",model_name="m"} 2.0\n'
+        'vllm:request_success_total{engine="0",finished_reason="abort",model_name="m"} 9.0\n'
     )
-    assert engine_counters(text) == (3.0, 142.0)
+    assert engine_counters(text) == EngineCounters(running=3.0, waiting=2.0, tokens=142.0, finished=7.0)
 
 
 def scrape(nvml: Nvml) -> str:
@@ -135,6 +141,12 @@ def test_sidecar_settings_name_the_bad_variable() -> None:
         load_settings({"SIDECAR_PORT": "eighty"}, {})
     with pytest.raises(SettingError, match="VLLM_URL"):
         load_settings({"VLLM_URL": "localhost:8000"}, {})
+    with pytest.raises(SettingError, match="WARMUP: invalid switch 'maybe'") as bad:
+        load_settings({"WARMUP": "maybe"}, {})
+    assert bad.value.fix == "use 1 to turn it on or 0 to turn it off"
+    with pytest.raises(SettingError, match="HEAL_AFTER"):
+        load_settings({"HEAL_AFTER": "0"}, {})
+    assert load_settings({"HEAL": "off", "WARMUP": "0"}, {}).heal is False
     settings = load_settings({"PORT": "9000", "READY_PROGRESS_WINDOW": ""}, {})
     assert settings.vllm_url == "http://127.0.0.1:9000" and settings.ready_window == 60.0
 

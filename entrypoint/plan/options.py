@@ -76,6 +76,17 @@ parse_seconds = _number(float, "number of seconds", "use a positive number, e.g.
 parse_wait = _number(float, "number of seconds", "use seconds, 0 or more, e.g. 600")
 parse_count = _number(int, "count", "use a whole number, 0 or more, e.g. 5")
 parse_gigabytes = _number(float, "size", "use a number of gigabytes, 0 or more, e.g. 8")
+parse_positive_count = _number(int, "count", "use a whole number above 0, e.g. 3", positive=True)
+
+_SWITCH = {"1": True, "true": True, "on": True, "yes": True}
+_SWITCH.update(dict.fromkeys(("0", "false", "off", "no"), False))
+
+
+def parse_switch(raw: str) -> bool:
+    value = _SWITCH.get(raw.strip().lower())
+    if value is None:
+        raise OptionValueError(f"invalid switch {raw!r}", "use 1 to turn it on or 0 to turn it off")
+    return value
 
 
 def _args(raw: str) -> list[str]:

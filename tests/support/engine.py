@@ -80,19 +80,23 @@ def stop(proc: subprocess.Popen[bytes], grace: float = 30) -> int:
     return proc.returncode
 
 
-@contextmanager
-def launched(env: Mapping[str, str], log: Path, args: tuple[str, ...] = ()) -> Iterator[Engine]:
-    """``spark-serve launch`` with ``env``; yields once /health answers 200."""
-    port = int(env["PORT"])
+def spawn_launch(env: Mapping[str, str], log: Path, args: tuple[str, ...] = ()) -> subprocess.Popen[bytes]:
+    """``spark-serve launch`` in its own session (its process group is the engine's), output to ``log``."""
     with log.open("wb") as sink:
-        proc = subprocess.Popen(
+        return subprocess.Popen(
             [sys.executable, "-m", "entrypoint", "launch", *args],
             env=dict(env),
             stdout=sink,
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-    engine = Engine(proc, f"http://127.0.0.1:{port}", log)
+
+
+@contextmanager
+def launched(env: Mapping[str, str], log: Path, args: tuple[str, ...] = ()) -> Iterator[Engine]:
+    """``spark-serve launch`` with ``env``; yields once /health answers 200."""
+    proc = spawn_launch(env, log, args)
+    engine = Engine(proc, f"http://127.0.0.1:{int(env['PORT'])}", log)
     try:
         wait_healthy(engine)
         yield engine

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from tests.conftest import REPO
 from tests.support.engine import stop
@@ -21,6 +23,19 @@ def get(url: str, timeout: float = 5) -> tuple[int, bytes]:
             return response.status, response.read()
     except urllib.error.HTTPError as err:
         return err.code, err.read()
+
+
+def status(url: str) -> dict[str, Any]:
+    """The sidecar's /status document."""
+    return dict(json.loads(get(url + "/status")[1]))
+
+
+def until(condition: Callable[[], bool], seconds: float, what: str) -> None:
+    """Wait (bounded) for ``condition``; fail naming ``what``."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, f"not within {seconds}s: {what}"
+        time.sleep(0.1)
 
 
 @contextmanager
