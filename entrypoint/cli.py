@@ -78,11 +78,36 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="VALUE",
         help="the launcher's state directory [env STATE_DIR]",
     )
+    _add_bench(sub)
     from server.settings import SIDECAR_OPTIONS
 
     sidecar = sub.add_parser("sidecar", help="liveness, readiness, status and metrics for ops (port 8001)")
     _add_option_flags(sidecar, SIDECAR_OPTIONS)
     return parser
+
+
+def _add_bench(sub: Any) -> None:
+    bench = sub.add_parser(
+        "bench",
+        help="the cards' benchmark tables against the running stack (llama-benchy), with power and ceiling",
+    )
+    bench.add_argument(
+        "--url", metavar="URL", help="the stack's OpenAI endpoint (default http://127.0.0.1:$PORT)"
+    )
+    bench.add_argument(
+        "--sidecar-url", metavar="URL", help="the sidecar (default http://127.0.0.1:$SIDECAR_PORT)"
+    )
+    bench.add_argument("--api-key", metavar="KEY", help="the stack's API key [env API_KEY]")
+    bench.add_argument("--model", metavar="NAME", help="served model name (default: the one served)")
+    bench.add_argument("--tokenizer", metavar="PATH", help="local tokenizer (default: the served snapshot)")
+    bench.add_argument("--out", metavar="DIR", help="results folder (default ~/spark-serve-bench/<time>)")
+    for flag, default in (("--pp", "512 2048"), ("--tg", "128"), ("--depth", "0 4096 8192 16384")):
+        bench.add_argument(flag, type=int, nargs="+", metavar="N", help=f"tokens (default {default})")
+    bench.add_argument("--concurrency", type=int, nargs="+", metavar="N", help="levels (default 1 2 4 8)")
+    bench.add_argument("--runs", type=int, metavar="N", help="runs per row (default 3)")
+    bench.add_argument("--sample-interval", type=float, metavar="S", help="seconds between samples (1)")
+    bench.add_argument("--compare", metavar="RESULT.json", help="a previous results.json to set beside")
+    bench.add_argument("benchy_args", nargs=argparse.REMAINDER, help="after --: more llama-benchy flags")
 
 
 def _fits(catalog: Catalog, name: str, variant: str | None, device: Device, table: HardwareTable) -> str:
@@ -260,6 +285,23 @@ def cmd_reset(env: Mapping[str, str], args: argparse.Namespace) -> int:
     return ExitCode.OK
 
 
+def cmd_bench(env: Mapping[str, str], args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .bench.run import bench, request_from
+    from .guard import say
+
+    if args.benchy_args and args.benchy_args[0] == "--":
+        args.benchy_args = args.benchy_args[1:]
+    request = request_from(env, args)
+    bench(request, Path(env.get("HOME", "/tmp")), say)
+    print((request.out / "results.md").read_text(encoding="utf-8"))
+    if request.compare:
+        print((request.out / "compare.md").read_text(encoding="utf-8"))
+    print(f"results: {request.out} (results.md, results.json, concurrency.png, llama-benchy.log)")
+    return ExitCode.OK
+
+
 def cmd_sidecar(env: Mapping[str, str], args: argparse.Namespace) -> int:
     from server.main import run
 
@@ -268,6 +310,7 @@ def cmd_sidecar(env: Mapping[str, str], args: argparse.Namespace) -> int:
 
 COMMANDS = {
     "sidecar": cmd_sidecar,
+    "bench": cmd_bench,
     "profiles": cmd_profiles,
     "plan": cmd_plan,
     "check": cmd_check,

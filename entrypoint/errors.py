@@ -34,6 +34,11 @@ class ExitCode(IntEnum):
     ARCHITECTURE_UNSUPPORTED = 27  # vLLM has no implementation of the checkpoint's architecture
     CHECKPOINT_UNREADABLE = 28  # not a model checkpoint: no config.json, or malformed JSON
     SIDECAR_BIND = 30  # the sidecar cannot listen on its port
+    BENCH_ENDPOINT_DOWN = 31  # bench: the OpenAI endpoint does not answer
+    BENCH_UNAUTHORIZED = 32  # bench: the endpoint refused the API key
+    BENCH_MODEL_NOT_SERVED = 33  # bench: the model asked for is not served
+    BENCH_FAILED = 34  # bench: llama-benchy is missing, the wrong version, or failed
+    BENCH_RESULT_INVALID = 35  # bench: the --compare file is not a bench result
 
 
 class SparkServeError(Exception):

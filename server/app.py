@@ -82,6 +82,7 @@ def status_document(monitor: Monitor) -> dict[str, Any]:
         "revision": state.get("revision"),
         "model_path": state.get("model_path"),
         "served_model_name": state.get("served_model_name"),
+        "argv": state.get("argv"),
         "quantization": state.get("quantization"),
         "download": state.get("download"),
         "waiting": state.get("waiting"),

@@ -13,8 +13,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tests.conftest import clean_env
-from tests.support.engine import CPU_ENGINE, CPU_ENGINE_ENV, free_port, spawn_launch, stop
+from tests.support.engine import free_port, spawn_launch, stop, tiny_engine_env
 from tests.support.sidecar import get, sidecar, status, until
 
 pytestmark = pytest.mark.engine
@@ -24,21 +23,15 @@ def test_a_stopped_engine_is_ended_but_never_before_it_was_up(
     checkpoint_factory: Callable[[str], Path], tmp_path: Path
 ) -> None:
     state_dir = tmp_path / "state"
-    env = clean_env(
-        STATE_DIR=str(state_dir),
-        MODEL=str(checkpoint_factory("bf16")),
-        SERVED_MODEL_NAME="tiny",
-        PORT=str(free_port()),
-        HOST="127.0.0.1",
-        MAX_MODEL_LEN="512",
+    env = tiny_engine_env(
+        state_dir,
+        checkpoint_factory("bf16"),
         SHUTDOWN_TIMEOUT="0",
-        ENGINE_COMMAND=CPU_ENGINE,
         SIDECAR_PORT=str(free_port()),
         READY_POLL_INTERVAL="0.5",
         PROBE_INTERVAL="1",
         PROBE_TIMEOUT="3",
         HEAL_AFTER="2",
-        **CPU_ENGINE_ENV,
     )
     with sidecar(env, tmp_path / "sidecar.log") as url:
         proc = spawn_launch(env, tmp_path / "engine.log")

@@ -19,15 +19,13 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import clean_env
 from tests.support.engine import (
-    CPU_ENGINE,
-    CPU_ENGINE_ENV,
     Engine,
     free_port,
     http_json,
     spawn_launch,
     stop,
+    tiny_engine_env,
     wait_healthy,
 )
 from tests.support.prom import prometheus, promtool, wait_for_series
@@ -71,20 +69,14 @@ def stack(
     checkpoint_factory: Callable[[str], Path], tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Stack]:
     tmp = tmp_path_factory.mktemp("stack")
-    env = clean_env(
-        STATE_DIR=str(tmp / "state"),
-        MODEL=str(checkpoint_factory("bf16")),
-        SERVED_MODEL_NAME="tiny",
-        PORT=str(free_port()),
-        HOST="127.0.0.1",
-        MAX_MODEL_LEN="512",
-        ENGINE_COMMAND=CPU_ENGINE,
+    env = tiny_engine_env(
+        tmp / "state",
+        checkpoint_factory("bf16"),
         SIDECAR_PORT=str(free_port()),
         READY_POLL_INTERVAL="0.5",
         PROBE_INTERVAL=str(PROBE_INTERVAL),
         PROBE_TIMEOUT="20",
         API_KEY="k",
-        **CPU_ENGINE_ENV,
     )
     with sidecar(env, tmp / "sidecar.log") as url:
         codes = [get(url + "/health/ready")[0]]

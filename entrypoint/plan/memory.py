@@ -85,6 +85,8 @@ class MemoryPlan:
     decode_ceiling_tokens_per_s: float | None
     decode_ceiling_at_max_len_tokens_per_s: float | None
     weights_source: str
+    bandwidth_bytes_per_s: float | None = None
+    decode_read_bytes: int = 0  # weight bytes one decode step reads (MoE: the routed share of experts)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -125,20 +127,31 @@ def _budget(device: Device, inputs: MemoryInputs) -> tuple[int, str]:
     return budget, basis
 
 
+def decode_read(shape: ModelShape, weights: WeightSizes) -> int:
+    """Weight bytes one decode step reads: dense weights plus, for MoE, the routed share of experts."""
+    dense = weights.language_model - weights.experts
+    routed: float = weights.experts
+    if shape.num_experts:
+        routed = weights.experts * shape.experts_per_token / shape.num_experts
+    return int(dense + routed)
+
+
+def ceiling_at(
+    bandwidth: float | None, read: int, kv_token: int, context: int, sequences: int = 1
+) -> float | None:
+    """Aggregate decode tokens/s ``sequences`` sequences at ``context`` tokens can reach at most:
+    each step reads the weights once and every sequence's KV, and yields one token per sequence."""
+    per_step = read + sequences * kv_token * context
+    if bandwidth is None or per_step <= 0:
+        return None
+    return round(bandwidth * sequences / per_step, 1)
+
+
 def decode_ceiling(
     shape: ModelShape, weights: WeightSizes, device: Device, kv_token: int, context: int
 ) -> float | None:
     """Tokens/s one sequence can reach at most: bandwidth ÷ bytes read per token."""
-    if device.bandwidth_bytes_per_s is None:
-        return None
-    dense = weights.language_model - weights.experts
-    routed = (
-        weights.experts * shape.experts_per_token / shape.num_experts
-        if shape.num_experts
-        else weights.experts
-    )
-    read = dense + routed + kv_token * context
-    return round(device.bandwidth_bytes_per_s / read, 1) if read > 0 else None
+    return ceiling_at(device.bandwidth_bytes_per_s, decode_read(shape, weights), kv_token, context)
 
 
 def plan_memory(device: Device, inputs: MemoryInputs) -> MemoryPlan:
@@ -193,6 +206,8 @@ def plan_memory(device: Device, inputs: MemoryInputs) -> MemoryPlan:
             shape, weights, device, per_token, inputs.max_model_len
         ),
         weights_source=weights.source,
+        bandwidth_bytes_per_s=device.bandwidth_bytes_per_s,
+        decode_read_bytes=decode_read(shape, weights),
     )
 
 
