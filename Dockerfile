@@ -31,12 +31,13 @@ COPY configs ./configs
 # Fail the build on an untested engine, then install spark-serve alone (and
 # what `spark-serve bench` drives: llama-benchy, pinned, and matplotlib): its
 # dependencies (pydantic, pyyaml, huggingface_hub, fastapi, uvicorn, httpx,
-# prometheus-client, nvidia-ml-py, psutil) are already part of the vLLM image.
+# prometheus-client, nvidia-ml-py, psutil, and Ray for more than one Spark) are
+# already part of the vLLM image.
 RUN python3 -m entrypoint.versions "vllm==${VLLM_VERSION}" "flashinfer-python==${FLASHINFER_VERSION}" \
         --torch-cuda 13 \
     && python3 -m pip install --no-cache-dir --no-deps --no-build-isolation . \
     && python3 -m pip install --no-cache-dir "llama-benchy==0.4.0" "matplotlib>=3.8" \
-    && python3 -c "import entrypoint.cli, server.app" \
+    && python3 -c "import entrypoint.cli, entrypoint.doctor.judge, entrypoint.cluster.node, server.app, ray" \
     && useradd --system --uid 990 --user-group --create-home --home-dir /home/spark \
         --shell /usr/sbin/nologin spark \
     && mkdir -p /cache/huggingface /cache/vllm /cache/flashinfer /cache/triton /cache/cuda /run/spark-serve \

@@ -39,6 +39,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/launch_ready.py
 	$(BIN)/python bench/download.py
 	$(BIN)/python bench/sidecar.py
+	$(BIN)/python bench/stack_throughput.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info

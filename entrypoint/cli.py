@@ -10,6 +10,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from . import __version__
+from .cluster.plan import is_cluster
 from .errors import ExitCode, HardwareUnsupportedError, SettingError, SparkServeError
 from .plan.hardware import Device, HardwareTable
 from .plan.options import BY_NAME, OPTIONS, Option
@@ -55,7 +56,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     plan = sub.add_parser("plan", help="show every resolved setting, the argv and the environment")
     _add_option_flags(plan)
-    plan.add_argument("--json", action="store_true", help="print JSON")
+    plan.add_argument("--json", action="store_true", help="print JSON (same as --format json)")
+    plan.add_argument(
+        "--format",
+        choices=("text", "json", "helm-values"),
+        default="text",
+        help="text, json, or values for vLLM's production-stack Helm chart (deploy/kubernetes)",
+    )
     check = sub.add_parser("check", help="validate every profile × variant against the installed vLLM")
     check.add_argument(
         "--profiles-dir", dest="profiles_dir", metavar="VALUE", help="profile directories [env PROFILES_DIR]"
@@ -64,6 +71,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_option_flags(download)
     launch = sub.add_parser("launch", help="resolve, download/verify the checkpoint and exec vLLM")
     _add_option_flags(launch)
+    worker = sub.add_parser(
+        "worker", help="on another Spark: download/verify the same checkpoint and join CLUSTER_HEAD's Ray"
+    )
+    _add_option_flags(worker)
     doctor = sub.add_parser(
         "doctor", help="report GPU, memory, disk, Hub, versions, caches, ports and the plan, with fixes"
     )
@@ -194,8 +205,23 @@ def cmd_plan(env: Mapping[str, str], args: argparse.Namespace) -> int:
 
     cli = vars(args)
     found = planned(env, cli, network=True)
-    doc = plan_document(found.plan, env, found.memory, found.note, found.derived)
-    if args.json:
+    if args.format == "helm-values":
+        import yaml
+
+        from .helm import CHART, helm_values
+
+        image = env.get("SPARK_SERVE_IMAGE") or f"spark-serve:{__version__}"
+        values = helm_values(found.plan, env, found.memory, image)
+        print(f"# {CHART} values from `spark-serve plan --format helm-values` (spark-serve {__version__})")
+        print(yaml.safe_dump(values, sort_keys=False), end="")
+        return ExitCode.OK
+    cluster = None
+    if is_cluster(found.plan):
+        from .cluster.node import host_cluster
+
+        cluster = host_cluster(found.plan, None, env)
+    doc = plan_document(found.plan, env, found.memory, found.note, found.derived, cluster)
+    if args.json or args.format == "json":
         print(json.dumps(doc, indent=2))
     else:
         print_plan(doc)
@@ -238,6 +264,13 @@ def cmd_launch(env: Mapping[str, str], args: argparse.Namespace) -> int:
 
     found = _resolved_for_hardware(env, vars(args))
     launch(found.plan, env, meta=found.meta)  # replaces this process with vLLM
+
+
+def cmd_worker(env: Mapping[str, str], args: argparse.Namespace) -> int:
+    from .cluster.worker import worker
+
+    found = _resolved_for_hardware(env, vars(args))
+    worker(found.plan, env, meta=found.meta)  # replaces this process with `ray start --block`
 
 
 def cmd_download(env: Mapping[str, str], args: argparse.Namespace) -> int:
@@ -316,6 +349,7 @@ COMMANDS = {
     "check": cmd_check,
     "download": cmd_download,
     "launch": cmd_launch,
+    "worker": cmd_worker,
     "reset": cmd_reset,
     "doctor": cmd_doctor,
 }

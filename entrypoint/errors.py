@@ -39,6 +39,10 @@ class ExitCode(IntEnum):
     BENCH_MODEL_NOT_SERVED = 33  # bench: the model asked for is not served
     BENCH_FAILED = 34  # bench: llama-benchy is missing, the wrong version, or failed
     BENCH_RESULT_INVALID = 35  # bench: the --compare file is not a bench result
+    CLUSTER_INTERFACE = 40  # cluster: no single fabric interface for CLUSTER_HEAD, or CLUSTER_INTERFACE wrong
+    CLUSTER_JOIN_TIMEOUT = 41  # cluster: workers did not join the head in CLUSTER_JOIN_TIMEOUT_S
+    CLUSTER_MISMATCH = 42  # cluster: a worker holds another checkpoint or revision than the head
+    CLUSTER_RAY = 43  # cluster: Ray is missing, or its head cannot be started or reached
 
 
 class SparkServeError(Exception):
@@ -265,6 +269,35 @@ class IntegrityError(SparkServeError, ValueError):
             f"{repo}: {path} failed verification twice ({detail})",
             fix="check the network path (proxy, mirror) to the Hub, then start again",
         )
+
+
+class ClusterInterfaceError(SparkServeError, LookupError):
+    exit_code = ExitCode.CLUSTER_INTERFACE
+
+    def __init__(self, detail: str, fix: str) -> None:
+        super().__init__(detail, fix=fix)
+
+
+class ClusterJoinTimeoutError(SparkServeError, TimeoutError):
+    exit_code = ExitCode.CLUSTER_JOIN_TIMEOUT
+
+    def __init__(self, detail: str, fix: str) -> None:
+        super().__init__(detail, fix=fix)
+
+
+class ClusterMismatchError(SparkServeError, ValueError):
+    exit_code = ExitCode.CLUSTER_MISMATCH
+
+    def __init__(self, node: str, detail: str, fix: str) -> None:
+        self.node = node
+        super().__init__(f"worker {node}: {detail}", fix=fix)
+
+
+class ClusterRayError(SparkServeError, RuntimeError):
+    exit_code = ExitCode.CLUSTER_RAY
+
+    def __init__(self, detail: str, fix: str) -> None:
+        super().__init__(detail, fix=fix)
 
 
 def _gb(n: int) -> str:

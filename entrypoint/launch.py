@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from . import __version__
+from .cluster.plan import HEAD, ClusterPlan, is_cluster
 from .errors import EngineNotFoundError, SparkServeError, StateUnwritableError
 from .guard import Halted, Runtime, Stopped, back_off, say, wait_for_memory, wait_for_reset
 from .hub.metadata import CheckpointMeta, local_meta
@@ -113,6 +114,7 @@ def prepare(
     environ: Mapping[str, str],
     on_update: Callable[..., None],
     meta: CheckpointMeta | None = None,
+    cluster: ClusterPlan | None = None,
 ) -> Prepared:
     """Everything up to the gate before exec; raises typed errors."""
     plan, memory = size_before_download(plan, meta)
@@ -124,7 +126,10 @@ def prepare(
         memory = memory_for(plan, device, local_meta(model_dir), refuse=True)
     if memory is not None:
         plan = apply_memory(plan, memory)
-    command = build_command(plan, str(model_dir), environ)
+    if cluster is None:
+        command = build_command(plan, str(model_dir), environ)
+    else:
+        command = build_command(plan, str(model_dir), environ, cluster.engine_args(), cluster.env)
     if shutil.which(command.argv[0], path=environ.get("PATH")) is None:
         raise EngineNotFoundError(command.argv[0])
     found: dict[str, Any] = {"model_path": str(model_dir), "quantization": info.quant_format}
@@ -201,6 +206,52 @@ def record_start(state_dir: str, argv_id: str, now: float) -> str:
     return record.id
 
 
+def head_cluster(plan: Plan, environ: Mapping[str, str]) -> ClusterPlan | None:
+    """This host as a cluster's head (interfaces read now, before any download), or None
+    on one node, whose start forgets a previous cluster's membership."""
+    from .cluster.node import clear, host_cluster
+
+    if not is_cluster(plan):
+        clear(plan.value("state_dir"))
+        return None
+    return host_cluster(plan, HEAD, environ)
+
+
+def form_cluster(
+    ready: Prepared, cluster: ClusterPlan, environ: Mapping[str, str], recorder: StateRecorder
+) -> None:
+    """Start the Ray head and wait until every worker joined with this checkpoint."""
+    from .cluster.members import checkpoint_labels
+    from .cluster.node import start_head, stop_ray
+
+    labels = checkpoint_labels(HEAD, Path(ready.found["model_path"]), ready.plan.model.repo)
+    start_head(cluster, labels, environ)
+    try:
+        _wait_workers(ready, cluster, recorder)
+    except BaseException:
+        stop_ray(environ)  # nothing left half-started
+        raise
+
+
+def _wait_workers(ready: Prepared, cluster: ClusterPlan, recorder: StateRecorder) -> None:
+    from .cluster.node import head_wait
+
+    workers = cluster.nodes - 1
+    say(f"Ray head at {cluster.address} ({cluster.interface}); waiting for {workers} worker(s) to join")
+    recorder.update(
+        "waiting-for-workers",
+        waiting={"reason": f"{workers} worker(s) to join the Ray head at {cluster.address}"},
+    )
+
+    def joined(members: Any) -> None:
+        say(
+            f"cluster: {members.joined} of {members.expected} nodes in: "
+            + ", ".join(n.ip for n in members.nodes)
+        )
+
+    head_wait(cluster, ready.plan.value("state_dir"), ready.plan.value("cluster_join_timeout_s"), joined)
+
+
 def launch(
     plan: Plan,
     environ: Mapping[str, str],
@@ -213,10 +264,13 @@ def launch(
     recorder = StateRecorder(plan)
     try:
         recorder.update("pending")
-        ready = prepare(plan, environ, recorder.update, meta)
+        cluster = head_cluster(plan, environ)
+        ready = prepare(plan, environ, recorder.update, meta, cluster)
         argv = shown_argv(ready.command.argv)
         argv_id = fingerprint(argv)
         state_dir = ready.plan.value("state_dir")
+        if cluster is not None:
+            form_cluster(ready, cluster, environ, recorder)
         with runtime.signals():
             while True:
                 try:
@@ -245,6 +299,10 @@ def launch(
     announce_derived(ready.plan)
     say(f"exec {' '.join(argv)}")
     command = ready.command
+    if cluster is not None:
+        from .cluster.node import spawn_watcher
+
+        spawn_watcher(cluster, state_dir, environ)
     try:
         execvpe(command.argv[0], command.argv, command.env(environ))
     except OSError as err:

@@ -13,6 +13,7 @@ from .plan.options import OPTIONS
 from .plan.resolve import Plan
 
 if TYPE_CHECKING:
+    from .cluster.plan import ClusterPlan
     from .plan.derive import Derived
 
 _SECRET_SETTINGS = frozenset(o.name for o in OPTIONS if o.secret)
@@ -28,11 +29,15 @@ def plan_document(
     memory: MemoryPlan | None = None,
     note: str | None = None,
     derived: Derived | None = None,
+    cluster: ClusterPlan | None = None,
 ) -> dict[str, Any]:
     from .plan.command import build_command, shown_argv
 
     model = plan.model.path or plan.model.repo or ""
-    command = build_command(plan, model, env)
+    if cluster is None:
+        command = build_command(plan, model, env)
+    else:
+        command = build_command(plan, model, env, cluster.engine_args(), cluster.env)
     device = plan.device
     return {
         "hardware": None
@@ -62,6 +67,14 @@ def plan_document(
         "command": shlex.join(shown_argv(command.argv)),
         "env": command.shown_env(),
         "env_unset": list(command.env_unset),
+        "cluster": None
+        if cluster is None
+        else {
+            **cluster.shown(),
+            "env": {
+                k: {"value": s.value, "source": s.source, "origin": s.origin} for k, s in cluster.env.items()
+            },
+        },
     }
 
 
@@ -90,6 +103,14 @@ def print_plan(doc: dict[str, Any]) -> None:
         fp4 = "native FP4" if hw["native_fp4"] else "not native FP4: NVFP4 runs weight-only (Marlin)"
         print(f"hardware: {hw['key']} ({hw['name']}; {hw['memory']} memory; {fp4}) [{hw['source']}]")
     _print_memory(doc.get("memory"), doc.get("memory_note"))
+    cluster = doc.get("cluster")
+    if cluster:
+        print(
+            f"cluster:  {cluster['role']} of {cluster['nodes']} nodes, {cluster['parallel']} parallel; "
+            f"Ray head {cluster['head']}; this node {cluster['node_ip']} on {cluster['interface']}"
+        )
+        for key, s in cluster["env"].items():
+            print(f"  {key}={s['value']}  [{s['source']}: {s['origin']}]")
     print("command:")
     print(f"  {doc['command']}")
     print("environment:")

@@ -26,19 +26,21 @@ STARTS_FILE = "starts.json"
 READY_FILE = "ready.json"
 HEALS_FILE = "heals.json"
 RESET_FILE = "reset.json"
+CLUSTER_FILE = "cluster.json"
 PHASES = (
     "pending",
     "downloading",
     "verifying",
     "backing-off",
     "waiting-for-memory",
+    "waiting-for-workers",
     "starting",
     "warming-up",
     "serving",
     "halted",
     "failed",
 )
-WAITING_PHASES = ("backing-off", "waiting-for-memory", "halted")
+WAITING_PHASES = ("backing-off", "waiting-for-memory", "waiting-for-workers", "halted")
 
 
 def write_document(state_dir: str | Path, name: str, document: Any) -> Path:

@@ -92,6 +92,7 @@ def status_document(monitor: Monitor) -> dict[str, Any]:
         "time_to_ready_seconds": monitor.time_to_ready(),
         "checks": checks_document(monitor),
         "last_error": state.get("error") or monitor.view.error,
+        "cluster": monitor.cluster,
         "updated_at": state.get("updated_at"),
     }
 

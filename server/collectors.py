@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 from prometheus_client.core import (
     CounterMetricFamily,
@@ -80,6 +81,23 @@ class SidecarCollector(Collector):
             value=1.0 if self.monitor.verdict.ready else 0.0,
         )
         yield from CheckCollector(self.monitor).collect()
+        yield from cluster_metrics(self.monitor.cluster)
+
+
+def cluster_metrics(cluster: dict[str, Any] | None) -> Iterator[Metric]:
+    """Membership of a multi-node cluster, from the head's cluster.json (nothing on one node)."""
+    if not cluster:
+        return
+    nodes = GaugeMetricFamily("sparkserve_cluster_nodes", "cluster nodes by state", labels=["state"])
+    nodes.add_metric(["expected"], float(cluster.get("expected") or 0))
+    nodes.add_metric(["joined"], float(cluster.get("joined") or 0))
+    yield nodes
+    up = GaugeMetricFamily(
+        "sparkserve_cluster_node_up", "1 while the node is alive in Ray", labels=["node", "role"]
+    )
+    for node in cluster.get("nodes") or []:
+        up.add_metric([str(node.get("ip")), str(node.get("role") or "")], 1.0 if node.get("alive") else 0.0)
+    yield up
 
 
 class CheckCollector(Collector):

@@ -21,7 +21,7 @@ import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
 from entrypoint.errors import StateUnwritableError
-from entrypoint.state import READY_FILE, read_state, write_document
+from entrypoint.state import CLUSTER_FILE, READY_FILE, read_document, read_state, write_document
 
 from .checks import CheckPolicy, Checks
 from .generation import WARMUP, Generator, Outcome, warmup_tokens
@@ -43,10 +43,22 @@ class EngineCounters:
     finished: float  # vllm:request_success_total, requests that got their answer
 
 
+_WANTED = (
+    "vllm:num_requests_running",
+    "vllm:num_requests_waiting",
+    *_TOKEN_SAMPLES,
+    "vllm:request_success_total",
+)
+
+
 def engine_counters(metrics_text: str) -> EngineCounters:
-    """What the monitor needs from vLLM's /metrics, summed over engines and labels."""
+    """What the monitor needs from vLLM's /metrics, summed over engines and labels.
+
+    Only the sample lines of these few series are parsed (as untyped samples):
+    the page is ~50 KB of histograms, and this runs every poll beside the engine."""
+    wanted = "\n".join(line for line in metrics_text.splitlines() if line.startswith(_WANTED))
     running = waiting = tokens = finished = 0.0
-    for family in text_string_to_metric_families(metrics_text):
+    for family in text_string_to_metric_families(wanted):
         for sample in family.samples:
             if sample.name == "vllm:num_requests_running":
                 running += sample.value
@@ -68,6 +80,7 @@ class Monitor:
     ) -> None:
         self.settings, self.client, self.clock = settings, client, clock
         self.state: dict[str, Any] | None = None
+        self.cluster: dict[str, Any] | None = None  # the head's membership (cluster.json), if a cluster
         self.view = EngineView(False, None, 0.0, 0.0, "not checked yet")
         self.verdict = Verdict(False, "pending", "not checked yet")
         self.vllm_version: str | None = None
@@ -138,6 +151,8 @@ class Monitor:
         if (state or {}).get("started_at") != (self.state or {}).get("started_at"):
             self.ready_at = None  # a new launch: time to ready starts again
         self.state = state
+        cluster = read_document(self.settings.state_dir, CLUSTER_FILE)
+        self.cluster = cluster if isinstance(cluster, dict) else None
         launched = state is not None and state.get("phase") == "starting"
         self.checks.sync((state or {}).get("start_id") if launched else None, self.clock())
         finished_before = self.counters.finished if self.counters else None
@@ -145,7 +160,7 @@ class Monitor:
         if launched:
             self._observe(finished_before)
         window = self.settings.ready_window
-        self.verdict = decide(self.state, self.view, window, self.checks.view(self.clock()))
+        self.verdict = decide(self.state, self.view, window, self.checks.view(self.clock()), self.cluster)
         if self.verdict.ready and self.ready_at is None:
             self.ready_at = self.clock()
         if self.verdict.ready:

@@ -1,4 +1,5 @@
-"""What "ready" means (pure): the launcher is serving, vLLM's /health is 200,
+"""What "ready" means (pure): the launcher is serving, every node of a cluster
+is in, vLLM's /health is 200,
 the served model is listed, a warm-up generation returned, the last idle probe
 (if any failed since) answered, and the engine makes progress."""
 
@@ -42,8 +43,24 @@ def stall(view: EngineView, window: float) -> str | None:
     return None
 
 
+def cluster_gap(cluster: dict[str, Any] | None) -> str | None:
+    """Why a cluster is not whole (None when there is no cluster or every node is in)."""
+    if not cluster:
+        return None
+    expected, joined = int(cluster.get("expected") or 1), int(cluster.get("joined") or 0)
+    if cluster.get("error"):
+        return f"cluster: {cluster['error']}"
+    if joined < expected:
+        return f"cluster: {joined} of {expected} nodes joined"
+    return None
+
+
 def decide(
-    state: dict[str, Any] | None, view: EngineView, window: float, checks: CheckView = WARM
+    state: dict[str, Any] | None,
+    view: EngineView,
+    window: float,
+    checks: CheckView = WARM,
+    cluster: dict[str, Any] | None = None,
 ) -> Verdict:
     phase = str(state.get("phase", "pending")) if state else "pending"
     if phase == "failed":
@@ -54,6 +71,9 @@ def decide(
         waiting = state.get("waiting") if state else None
         reason = str(waiting.get("reason")) if isinstance(waiting, dict) else ""
         return Verdict(False, phase, f"launcher is {phase}" + (f": {reason}" if reason else ""))
+    gap = cluster_gap(cluster)
+    if gap:
+        return Verdict(False, phase, gap)
     if not view.health_ok:
         reason = f"vLLM /health is not 200 ({view.error})" if view.error else "vLLM /health is not 200"
         return Verdict(False, "starting", reason)

@@ -312,3 +312,54 @@ def test_grafana_dashboard_covers_the_stack() -> None:
         (REPO / "monitoring/grafana/provisioning/datasources/prometheus.yml").read_text()
     )
     assert {p["datasource"]["uid"] for p in dash["panels"]} == {datasource["datasources"][0]["uid"]}
+
+
+def test_the_wheel_the_image_installs_carries_every_package(tmp_path: Path) -> None:
+    """The Dockerfile runs a plain (not editable) `pip install .`: a package folder
+    left out of the wheel is a command that fails only in the image."""
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(tmp_path),
+            ".",
+        ],
+        cwd=REPO,
+        check=True,
+        capture_output=True,
+    )
+    import zipfile
+
+    (wheel,) = tmp_path.glob("spark_serve-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    shipped = {Path(name).parent.as_posix() for name in names if name.endswith(".py")}
+    folders = {
+        init.parent.relative_to(REPO).as_posix()
+        for top in ("entrypoint", "server")
+        for init in (REPO / top).rglob("__init__.py")
+    }
+    assert folders <= shipped, f"left out of the wheel: {sorted(folders - shipped)}"
+    assert "entrypoint/bench/opticks.txt" in names
+
+
+def test_cluster_services_use_host_networking_rdma_and_the_same_caches() -> None:
+    svc = services()
+    head, worker, side = svc["head"], svc["worker"], svc["head-sidecar"]
+    assert head["profiles"] == worker["profiles"] == side["profiles"] == ["cluster"]
+    assert (head["command"], worker["command"], side["command"]) == (["launch"], ["worker"], ["sidecar"])
+    for s in (head, worker):
+        assert s["network_mode"] == "host" and "ports" not in s
+        assert "/dev/infiniband:/dev/infiniband" in s["devices"] and "IPC_LOCK" in s["cap_add"]
+        assert s["environment"]["CLUSTER_NODES"] == "2" and "CLUSTER_HEAD" in s["environment"]
+        assert set(s["volumes"]) == set(svc["vllm"]["volumes"])
+        assert s["restart"] == "unless-stopped"  # a lost worker ends the head; both come back
+    assert head["pid"] == side["pid"] == "service:pidns"
+    assert side["network_mode"] == "host" and side["environment"]["VLLM_URL"] == "http://127.0.0.1:8000"
+    engine_env = {k for k in svc["vllm"]["environment"] if k != "PORT"}
+    assert engine_env <= set(head["environment"]) and engine_env <= set(worker["environment"])

@@ -179,3 +179,51 @@ def test_real_gpu_through_nvml_when_one_is_present() -> None:
         assert reading.name and f'gpu="{reading.index}"' in text
         assert reading.memory_total_bytes and reading.memory_total_bytes > 0
     assert "sparkserve_gpu_temperature_celsius{" in text and "sparkserve_gpu_power_watts{" in text
+
+
+CLUSTER_IN = {
+    "phase": "joined",
+    "expected": 2,
+    "joined": 2,
+    "error": None,
+    "nodes": [
+        {"ip": "10.0.0.1", "role": "head", "alive": True, "phase": "joined"},
+        {"ip": "10.0.0.2", "role": "worker", "alive": True, "phase": "joined"},
+    ],
+}
+
+
+@pytest.mark.parametrize(
+    ("cluster", "ready", "reason"),
+    [
+        (CLUSTER_IN, True, "ready"),
+        ({**CLUSTER_IN, "joined": 1}, False, "cluster: 1 of 2 nodes joined"),
+        ({**CLUSTER_IN, "phase": "lost", "error": "worker 10.0.0.2 lost"}, False, "worker 10.0.0.2 lost"),
+    ],
+)
+def test_ready_only_when_every_node_of_a_cluster_is_in(
+    cluster: dict[str, Any], ready: bool, reason: str
+) -> None:
+    verdict = decide(SERVING, UP, window=60, cluster=cluster)
+    assert verdict.ready is ready and reason in verdict.reason
+
+
+def test_cluster_membership_metrics_pass_promtool(tmp_path: Path) -> None:
+    monitor = Monitor(load_settings({"STATE_DIR": str(tmp_path)}, {}), client=None)  # type: ignore[arg-type]
+    monitor.state, monitor.cluster = SERVING, {**CLUSTER_IN, "joined": 1, "nodes": [CLUSTER_IN["nodes"][0]]}
+    registry = CollectorRegistry()
+    registry.register(SidecarCollector(monitor))
+    text = generate_latest(registry).decode()
+    assert 'sparkserve_cluster_nodes{state="expected"} 2.0' in text
+    assert 'sparkserve_cluster_nodes{state="joined"} 1.0' in text
+    assert 'sparkserve_cluster_node_up{node="10.0.0.1",role="head"} 1.0' in text
+    result = subprocess.run([promtool(), "check", "metrics"], input=text, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+    monitor.cluster = None
+    assert "sparkserve_cluster" not in generate_latest(_registry(monitor)).decode()
+
+
+def _registry(monitor: Monitor) -> CollectorRegistry:
+    registry = CollectorRegistry()
+    registry.register(SidecarCollector(monitor))
+    return registry

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import shlex
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -53,17 +53,25 @@ def engine_flags(plan: Plan) -> list[str]:
     return args
 
 
-def build_command(plan: Plan, model: str, inherited: Mapping[str, str]) -> EngineCommand:
-    """The engine command for ``model`` (a local path or a Hub repo id)."""
+def build_command(
+    plan: Plan,
+    model: str,
+    inherited: Mapping[str, str],
+    cluster_args: Sequence[str] = (),
+    cluster_env: Mapping[str, Setting] | None = None,
+) -> EngineCommand:
+    """The engine command for ``model`` (a local path or a Hub repo id); ``cluster_args``
+    and ``cluster_env`` spread it over a Ray cluster (before the extra arguments, which win)."""
     argv = [model if word == "{model}" else word for word in plan.value("engine_command")]
     argv += ["--served-model-name", plan.value("served_model_name")]
     argv += ["--host", str(plan.value("host")), "--port", str(plan.value("port"))]
     if plan.model.path is None and model == plan.model.repo:
         argv += ["--revision", plan.value("revision")]
     argv += engine_flags(plan)
+    argv += cluster_args
     argv += plan.value("extra_args") or []
     argv += plan.value("vllm_extra_args") or []
-    env_set = dict(plan.engine_env)
+    env_set = {**plan.engine_env, **(cluster_env or {})}
     if plan.value("api_key"):
         env_set["VLLM_API_KEY"] = Setting(plan.value("api_key"), plan.settings["api_key"].source, "API_KEY")
     own = {o.env for o in OPTIONS if o.env}

@@ -59,6 +59,8 @@ class MemoryInputs:
     utilization_is_users: bool  # set through the environment or a flag
     kv_cache_memory_bytes: int | None  # set explicitly
     reserve_bytes: int
+    nodes: int = 1  # Sparks the engine spans (CLUSTER_NODES): each holds 1/nodes of weights and KV
+    parallel: str = "tensor"  # tensor: the nodes read their shares at once; pipeline: one after another
 
 
 @dataclass(frozen=True)
@@ -148,17 +150,30 @@ def ceiling_at(
 
 
 def decode_ceiling(
-    shape: ModelShape, weights: WeightSizes, device: Device, kv_token: int, context: int
+    shape: ModelShape, weights: WeightSizes, device: Device, kv_token: int, context: int, nodes: int = 1
 ) -> float | None:
-    """Tokens/s one sequence can reach at most: bandwidth ÷ bytes read per token."""
-    return ceiling_at(device.bandwidth_bytes_per_s, decode_read(shape, weights), kv_token, context)
+    """Tokens/s one sequence can reach at most: bandwidth ÷ bytes read per token. ``kv_token``
+    is one node's share; with tensor parallelism over ``nodes`` each reads its share of the
+    weights at once (pass nodes=1 for pipeline parallelism, whose stages run in turn, with the
+    whole KV)."""
+    read = -(-decode_read(shape, weights) // nodes)
+    return ceiling_at(device.bandwidth_bytes_per_s, read, kv_token, context)
+
+
+def _per_node(value: int, nodes: int) -> int:
+    return -(-value // nodes)
 
 
 def plan_memory(device: Device, inputs: MemoryInputs) -> MemoryPlan:
     shape, weights = inputs.shape, inputs.weights
     weights_bytes = weights.total - (weights.vision if inputs.language_model_only else 0)
     weights_bytes -= 0 if inputs.mtp else weights.mtp
-    per_token, per_seq = per_token_and_sequence(shape, inputs, inputs.kv_cache_dtype)
+    whole_token, whole_seq = per_token_and_sequence(shape, inputs, inputs.kv_cache_dtype)
+    nodes = max(inputs.nodes, 1)
+    weights_bytes = _per_node(weights_bytes, nodes)
+    per_token, per_seq = _per_node(whole_token, nodes), _per_node(whole_seq, nodes)
+    tensor = inputs.parallel == "tensor"
+    ceiling_nodes, ceiling_kv = (nodes, per_token) if tensor else (1, whole_token)
     extra = allowance(shape, device, inputs.max_num_seqs, inputs.max_num_batched_tokens)
     budget, basis = _budget(device, inputs)
     one_sequence = inputs.max_model_len * per_token + per_seq
@@ -201,13 +216,13 @@ def plan_memory(device: Device, inputs: MemoryInputs) -> MemoryPlan:
         fits=needed <= budget,
         explicit_kv=explicit,
         gpu_memory_utilization=utilization,
-        decode_ceiling_tokens_per_s=decode_ceiling(shape, weights, device, per_token, 0),
+        decode_ceiling_tokens_per_s=decode_ceiling(shape, weights, device, ceiling_kv, 0, ceiling_nodes),
         decode_ceiling_at_max_len_tokens_per_s=decode_ceiling(
-            shape, weights, device, per_token, inputs.max_model_len
+            shape, weights, device, ceiling_kv, inputs.max_model_len, ceiling_nodes
         ),
         weights_source=weights.source,
         bandwidth_bytes_per_s=device.bandwidth_bytes_per_s,
-        decode_read_bytes=decode_read(shape, weights),
+        decode_read_bytes=_per_node(decode_read(shape, weights), ceiling_nodes),
     )
 
 

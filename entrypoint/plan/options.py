@@ -89,6 +89,13 @@ def parse_switch(raw: str) -> bool:
     return value
 
 
+def parse_parallel(raw: str) -> str:
+    value = raw.strip().lower()
+    if value not in ("tensor", "pipeline"):
+        raise OptionValueError(f"invalid parallelism {raw!r}", "use tensor or pipeline")
+    return value
+
+
 def _args(raw: str) -> list[str]:
     try:
         return shlex.split(raw)
@@ -235,6 +242,36 @@ OPTIONS: tuple[Option, ...] = (
         "profiles_dir", "PROFILES_DIR", "--profiles-dir", parse_text, "profile directories, separated by ':'"
     ),
     Option("state_dir", "STATE_DIR", "--state-dir", parse_text, "directory for the launcher's state file"),
+    Option(
+        "cluster_nodes",
+        "CLUSTER_NODES",
+        "--cluster-nodes",
+        parse_positive_count,
+        "Sparks serving this model together on Ray, head included (1: no cluster)",
+    ),
+    Option("cluster_head", "CLUSTER_HEAD", "--cluster-head", parse_text, "the head's fabric address (IPv4)"),
+    Option(
+        "cluster_interface",
+        "CLUSTER_INTERFACE",
+        "--cluster-interface",
+        parse_text,
+        "the fabric interface (default: the one fabric port that carries CLUSTER_HEAD's subnet)",
+    ),
+    Option("cluster_port", "CLUSTER_PORT", "--cluster-port", parse_port, "Ray's port on the head"),
+    Option(
+        "cluster_parallel",
+        "CLUSTER_PARALLEL",
+        "--cluster-parallel",
+        parse_parallel,
+        "how the engine spans the nodes: tensor or pipeline (default: the profile's cluster.parallel)",
+    ),
+    Option(
+        "cluster_join_timeout_s",
+        "CLUSTER_JOIN_TIMEOUT_S",
+        "--cluster-join-timeout-s",
+        parse_seconds,
+        "seconds the head waits for every worker to join with a verified checkpoint",
+    ),
     Option(
         "progress_interval",
         "PROGRESS_INTERVAL",

@@ -80,6 +80,12 @@ class Download(_Strict):
     ignore_patterns: list[str] = Field(default_factory=list)
 
 
+class Cluster(_Strict):
+    """How the engine spans several Sparks (CLUSTER_NODES > 1)."""
+
+    parallel: Literal["tensor", "pipeline"] | None = None
+
+
 class Variant(_Strict):
     description: str = ""
     vllm: VllmOptions = Field(default_factory=VllmOptions)
@@ -96,6 +102,7 @@ class Profile(_Strict):
     vllm: VllmOptions = Field(default_factory=VllmOptions)
     env: dict[str, str] = Field(default_factory=dict)
     download: Download = Field(default_factory=Download)
+    cluster: Cluster = Field(default_factory=Cluster)
     default_variant: str | None = None
     variants: dict[str, Variant] = Field(default_factory=dict)
     hardware_overrides: dict[str, Variant] = Field(default_factory=dict)

@@ -51,6 +51,10 @@ def builtin_defaults(env: Mapping[str, str]) -> dict[str, Any]:
         "memory_wait_s": 600.0,
         "restart_limit": 5,
         "restart_backoff_s": 15.0,
+        "cluster_nodes": 1,
+        "cluster_port": 6379,
+        "cluster_parallel": "tensor",
+        "cluster_join_timeout_s": 900.0,
         "extra_args": [],
     }
 
@@ -226,6 +230,8 @@ def resolve(
         if not loaded.derived_from:  # a derived profile's revision is the one asked for
             top["revision"] = prof.revision
         _layer(settings, top, source, f"{path}: ", why)
+        if prof.cluster.parallel:
+            settings["cluster_parallel"] = Setting(prof.cluster.parallel, source, f"{path}: cluster.parallel")
         _layer(settings, prof.vllm.model_dump(exclude_none=True), source, f"{path}: vllm.", why, "vllm.")
         engine_env.update({k: Setting(v, "profile", f"{path}: env.{k}") for k, v in prof.env.items()})
         if variant is not None:

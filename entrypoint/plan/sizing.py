@@ -37,6 +37,8 @@ def memory_inputs(plan: Plan, device: Device, config: dict[str, Any], weights: W
         utilization_is_users=util is not None and util.source in _USERS,
         kv_cache_memory_bytes=plan.value("kv_cache_memory_bytes"),
         reserve_bytes=int(reserve_gb * GIB) if reserve_gb is not None else device.reserve_bytes,
+        nodes=int(plan.value("cluster_nodes") or 1),
+        parallel=str(plan.value("cluster_parallel") or "tensor"),
     )
 
 

@@ -212,3 +212,16 @@ def test_weights_split_by_tensor_name() -> None:
     split = split_weights(tensors, 61, source="test")
     assert (split.total, split.experts, split.vision, split.mtp) == (192, 100, 20, 12)
     assert split.language_model == 160
+
+
+def test_a_cluster_splits_weights_and_kv_per_node_and_tensor_parallel_lifts_the_ceiling() -> None:
+    weights = WeightSizes(int(150 * GB))  # more than one Spark holds
+    one = plan_memory(GB10, inputs(llama_8b(), weights, kv_cache_dtype="auto"))
+    two = plan_memory(GB10, inputs(llama_8b(), weights, kv_cache_dtype="auto", nodes=2))
+    assert two.weights_bytes == one.weights_bytes // 2
+    assert two.kv_bytes_per_token == one.kv_bytes_per_token // 2
+    assert not one.fits and two.fits
+    assert two.decode_ceiling_tokens_per_s == pytest.approx(2 * one.decode_ceiling_tokens_per_s, rel=1e-3)
+    pipe = plan_memory(GB10, inputs(llama_8b(), weights, kv_cache_dtype="auto", nodes=2, parallel="pipeline"))
+    assert pipe.weights_bytes == two.weights_bytes
+    assert pipe.decode_ceiling_tokens_per_s == pytest.approx(one.decode_ceiling_tokens_per_s, rel=1e-3)

@@ -1,0 +1,134 @@
+"""A plan → values for vLLM's production-stack Helm chart (``vllm-stack`` 0.1.12), pure.
+
+The chart runs ``vllm serve <modelURL>`` itself from ``modelSpec`` entries; the
+values carry this image, the profile's own engine flags (typed fields where the
+chart has them, the rest in ``extraArgs``), its environment, the cache and
+memory it needs, and Ray for more than one node.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+from .plan.command import build_command
+from .plan.memory import MemoryPlan
+from .plan.options import SECRET_ENV
+from .plan.resolve import Plan
+
+CHART = "vllm-stack 0.1.12"
+SECRET = "spark-serve"  # the Kubernetes Secret holding hf-token and api-key
+_CHART_OWNS = ("--host", "--port", "--revision")  # set by the chart from its own values
+_TYPED: dict[str, tuple[str, type]] = {
+    "--max-model-len": ("maxModelLen", int),
+    "--gpu-memory-utilization": ("gpuMemoryUtilization", float),
+    "--max-num-seqs": ("maxNumSeqs", int),
+    "--tensor-parallel-size": ("tensorParallelSize", int),
+    "--dtype": ("dtype", str),
+}
+_SWITCHES = {
+    "--enable-prefix-caching": ("enablePrefixCaching", True),
+    "--no-enable-prefix-caching": ("enablePrefixCaching", False),
+}
+
+
+def _name(plan: Plan) -> str:
+    raw = plan.profile.name if plan.profile else str(plan.value("served_model_name"))
+    cleaned = "".join(c if c.isalnum() else "-" for c in raw.lower()).strip("-")
+    return cleaned[:40] or "model"
+
+
+def split_image(image: str) -> tuple[str, str]:
+    """``repo[:tag]`` → (repository, tag); a registry port is not a tag."""
+    head, _, tail = image.rpartition(":")
+    if head and "/" not in tail:
+        return head, tail
+    return image, "latest"
+
+
+def vllm_config(argv: list[str]) -> dict[str, Any]:
+    """The engine flags after the model: typed chart fields, the rest as ``extraArgs``."""
+    config: dict[str, Any] = {}
+    extra: list[str] = []
+    i = 0
+    while i < len(argv):
+        word = argv[i]
+        value = argv[i + 1] if i + 1 < len(argv) else None
+        if word in _CHART_OWNS:
+            i += 2
+        elif word in _TYPED and value is not None:
+            key, kind = _TYPED[word]
+            config[key] = kind(value)
+            i += 2
+        elif word in _SWITCHES:
+            key, flag = _SWITCHES[word]
+            config[key] = flag
+            i += 1
+        else:
+            extra.append(word)
+            i += 1
+    config["extraArgs"] = extra
+    return config
+
+
+def _gi(n: float) -> str:
+    return f"{max(math.ceil(n / 2**30), 1)}Gi"
+
+
+def helm_values(
+    plan: Plan, environ: Mapping[str, str], memory: MemoryPlan | None, image: str
+) -> dict[str, Any]:
+    """Values for one model of the chart from ``plan``."""
+    model = plan.model.repo or plan.model.path or ""
+    nodes = int(plan.value("cluster_nodes") or 1)
+    cluster_args = ["--tensor-parallel-size", str(nodes)] if nodes > 1 else []
+    command = build_command(plan, model, environ, cluster_args)
+    after_model = command.argv[command.argv.index(model) + 1 :]
+    repository, tag = split_image(image)
+    weights = memory.weights_bytes if memory else None
+    need = memory.needed_bytes + memory.kv_cache_bytes if memory else None
+    spec: dict[str, Any] = {
+        "name": _name(plan),
+        "repository": repository,
+        "tag": tag,
+        "modelURL": model,
+        "replicaCount": 1,
+        "requestCPU": 4,
+        "requestGPU": 1,
+        "shmSize": "8Gi",
+        "vllmConfig": vllm_config(after_model),
+        "env": [
+            {"name": k, "value": str(v)}
+            for k, v in sorted(command.shown_env().items())
+            if k not in SECRET_ENV
+        ],
+    }
+    if plan.model.repo:
+        spec["modelRevision"] = str(plan.value("revision"))
+    if need is not None:
+        spec["requestMemory"] = _gi(need)
+    if weights is not None:
+        spec["pvcStorage"] = _gi(weights * 1.5 + 2**30)
+        spec["pvcAccessMode"] = ["ReadWriteOnce"]
+    if plan.value("hf_token"):
+        spec["hf_token"] = {"secretName": SECRET, "secretKey": "hf-token"}
+    if nodes > 1:
+        spec["raySpec"] = {"enabled": True, "headNode": {"requestCPU": 4, "requestGPU": 1}}
+        if need is not None:
+            spec["raySpec"]["headNode"]["requestMemory"] = _gi(need)
+    def probe(**timing: int) -> dict[str, Any]:
+        return {"httpGet": {"path": "/health", "port": 8000}, **timing}
+
+    engine: dict[str, Any] = {
+        "enableEngine": True,
+        "containerPort": 8000,
+        # A first start downloads the checkpoint and builds kernels: up to an hour.
+        "startupProbe": probe(initialDelaySeconds=30, periodSeconds=10, failureThreshold=360),
+        "readinessProbe": probe(periodSeconds=5, failureThreshold=3),
+        "livenessProbe": probe(periodSeconds=10, failureThreshold=3),
+        "modelSpec": [spec],
+    }
+    if plan.value("api_key"):
+        engine["vllmApiKey"] = {"secretName": SECRET, "secretKey": "api-key"}
+    return {"servingEngineSpec": engine}
