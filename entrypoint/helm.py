@@ -1,6 +1,7 @@
 """A plan → values for vLLM's production-stack Helm chart (``vllm-stack`` 0.1.12), pure.
 
-The chart runs ``vllm serve <modelURL>`` itself from ``modelSpec`` entries; the
+The chart runs ``vllm serve <modelURL>`` itself from ``modelSpec`` entries (its
+container ``command``, so this image's entrypoint is not used there); the
 values carry this image, the profile's own engine flags (typed fields where the
 chart has them, the rest in ``extraArgs``), its environment, the cache and
 memory it needs, and Ray for more than one node.
@@ -68,6 +69,8 @@ def vllm_config(argv: list[str]) -> dict[str, Any]:
         else:
             extra.append(word)
             i += 1
+    # The chart passes --no-enable-prefix-caching unless this is true: keep vLLM's default (on).
+    config.setdefault("enablePrefixCaching", True)
     config["extraArgs"] = extra
     return config
 
@@ -117,6 +120,7 @@ def helm_values(
         spec["raySpec"] = {"enabled": True, "headNode": {"requestCPU": 4, "requestGPU": 1}}
         if need is not None:
             spec["raySpec"]["headNode"]["requestMemory"] = _gi(need)
+
     def probe(**timing: int) -> dict[str, Any]:
         return {"httpGet": {"path": "/health", "port": 8000}, **timing}
 

@@ -70,10 +70,9 @@ def test_the_values_carry_the_profiles_own_argv_not_a_copy() -> None:
     for key, flag in flags.items():
         if key in config:
             rebuilt += [flag, str(config[key])]
-    if "enablePrefixCaching" in config:
-        rebuilt.append(
-            "--enable-prefix-caching" if config["enablePrefixCaching"] else "--no-enable-prefix-caching"
-        )
+    switch = "--enable-prefix-caching" if config["enablePrefixCaching"] else "--no-enable-prefix-caching"
+    if switch in argv:  # else the chart's own default switch, set to vLLM's
+        rebuilt.append(switch)
     after_model = argv[argv.index(plan.model.repo or "") + 1 :]
     owned = {"--host", "--port", "--revision"}
     expected = [w for i, w in enumerate(after_model) if w not in owned and after_model[i - 1] not in owned]
@@ -100,6 +99,9 @@ def test_image_names_split_at_the_tag_not_a_registry_port() -> None:
 def test_switches_map_to_typed_fields() -> None:
     config = vllm_config(["--enable-prefix-caching", "--max-num-seqs", "8", "--port", "8000", "--x"])
     assert config == {"enablePrefixCaching": True, "maxNumSeqs": 8, "extraArgs": ["--x"]}
+    # the chart turns prefix caching off unless told: vLLM's default (on) is kept
+    assert vllm_config(["--x"])["enablePrefixCaching"] is True
+    assert vllm_config(["--no-enable-prefix-caching"])["enablePrefixCaching"] is False
 
 
 def test_the_shipped_example_values_are_current(tmp_path: Path) -> None:
