@@ -27,6 +27,7 @@ COPY pyproject.toml README.md ./
 COPY entrypoint ./entrypoint
 COPY server ./server
 COPY configs ./configs
+COPY monitoring ./monitoring
 
 # Fail the build on an untested engine, then install spark-serve alone (and
 # what `spark-serve bench` drives: llama-benchy, pinned, and matplotlib): its
@@ -53,6 +54,7 @@ ENV HF_HOME=/cache/huggingface \
     CUDA_CACHE_PATH=/cache/cuda \
     STATE_DIR=/run/spark-serve \
     PROFILES_DIR=/opt/spark-serve/configs/profiles \
+    MONITORING_DIR=/opt/spark-serve/monitoring \
     HOST=0.0.0.0 \
     PORT=8000 \
     SIDECAR_PORT=8001 \

@@ -63,6 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
         default="text",
         help="text, json, or values for vLLM's production-stack Helm chart (deploy/kubernetes)",
     )
+    plan.add_argument(
+        "--release", default="spark-serve", metavar="NAME", help="helm-values: the Helm release name"
+    )
     check = sub.add_parser("check", help="validate every profile × variant against the installed vLLM")
     check.add_argument(
         "--profiles-dir", dest="profiles_dir", metavar="VALUE", help="profile directories [env PROFILES_DIR]"
@@ -208,11 +211,14 @@ def cmd_plan(env: Mapping[str, str], args: argparse.Namespace) -> int:
     if args.format == "helm-values":
         import yaml
 
-        from .helm import CHART, helm_values
+        from .helm import CHART, helm_values, monitoring_files
 
         image = env.get("SPARK_SERVE_IMAGE") or f"spark-serve:{__version__}"
-        values = helm_values(found.plan, env, found.memory, image)
+        rules, dashboard = monitoring_files(env)
+        values = helm_values(found.plan, env, found.memory, image, args.release, rules, dashboard)
         print(f"# {CHART} values from `spark-serve plan --format helm-values` (spark-serve {__version__})")
+        if rules is None:
+            print("# no monitoring folder (MONITORING_DIR): alert rules and dashboard left out")
         print(yaml.safe_dump(values, sort_keys=False), end="")
         return ExitCode.OK
     cluster = None

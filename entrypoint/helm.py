@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from .plan.command import build_command
@@ -75,14 +76,117 @@ def vllm_config(argv: list[str]) -> dict[str, Any]:
     return config
 
 
+def monitoring_files(env: Mapping[str, str]) -> tuple[Any, str | None]:
+    """The alert rules document and the Grafana dashboard from ``MONITORING_DIR`` (the
+    image's copy) or the source tree's ``monitoring/``; (None, None) when neither exists."""
+    import yaml
+
+    default = Path(__file__).resolve().parent.parent / "monitoring"
+    folder = Path(env.get("MONITORING_DIR") or default)
+    alerts, board = folder / "alerts.yml", folder / "grafana" / "dashboards" / "spark-serve.json"
+    if not (alerts.is_file() and board.is_file()):
+        return None, None
+    return yaml.safe_load(alerts.read_text(encoding="utf-8")), board.read_text(encoding="utf-8")
+
+
 def _gi(n: float) -> str:
     return f"{max(math.ceil(n / 2**30), 1)}Gi"
 
 
+def sidecar_objects(
+    release: str, name: str, image: str, api_key: bool, rules: Any, dashboard: str | None
+) -> list[dict[str, Any]]:
+    """spark-serve's sidecar beside the model's engine (its own Deployment: the chart has no
+    second container per model), our alert rules and our dashboard, as ``extraObjects``."""
+    repository, tag = split_image(image)
+    full = f"{release}-{name}-spark-serve"
+    labels = {"app.kubernetes.io/name": "spark-serve-sidecar", "model": name}
+    env: list[dict[str, Any]] = [
+        {"name": "VLLM_URL", "value": f"http://{release}-{name}-engine-service:80"},
+        {"name": "LAUNCHER", "value": "0"},
+        {"name": "SIDECAR_PORT", "value": "8001"},
+    ]
+    if api_key:
+        key = {"secretKeyRef": {"name": SECRET, "key": "api-key"}}
+        env.append({"name": "API_KEY", "valueFrom": key})
+    live = {"httpGet": {"path": "/health/live", "port": "ops"}, "periodSeconds": 15}
+    objects: list[dict[str, Any]] = [
+        {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {"name": full, "labels": labels},
+            "spec": {
+                "replicas": 1,
+                "selector": {"matchLabels": labels},
+                "template": {
+                    "metadata": {"labels": labels},
+                    "spec": {
+                        "containers": [
+                            {
+                                "name": "sidecar",
+                                "image": f"{repository}:{tag}",
+                                "args": ["sidecar"],
+                                "env": env,
+                                "ports": [{"name": "ops", "containerPort": 8001}],
+                                "livenessProbe": live,
+                                "readinessProbe": dict(live),
+                            }
+                        ]
+                    },
+                },
+            },
+        },
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": full, "labels": labels},
+            "spec": {"selector": labels, "ports": [{"name": "ops", "port": 8001, "targetPort": "ops"}]},
+        },
+        {
+            "apiVersion": "monitoring.coreos.com/v1",
+            "kind": "ServiceMonitor",
+            "metadata": {"name": full, "labels": labels},
+            "spec": {
+                "selector": {"matchLabels": labels},
+                "endpoints": [{"port": "ops", "path": "/metrics", "interval": "15s"}],
+            },
+        },
+    ]
+    if rules:
+        objects.append(
+            {
+                "apiVersion": "monitoring.coreos.com/v1",
+                "kind": "PrometheusRule",
+                "metadata": {"name": f"{release}-spark-serve-rules"},
+                "spec": rules,
+            }
+        )
+    if dashboard:
+        objects.append(
+            {
+                "apiVersion": "v1",
+                "kind": "ConfigMap",
+                "metadata": {
+                    "name": f"{release}-spark-serve-dashboard",
+                    "labels": {"grafana_dashboard": "1"},
+                },
+                "data": {"spark-serve.json": dashboard},
+            }
+        )
+    return objects
+
+
 def helm_values(
-    plan: Plan, environ: Mapping[str, str], memory: MemoryPlan | None, image: str
+    plan: Plan,
+    environ: Mapping[str, str],
+    memory: MemoryPlan | None,
+    image: str,
+    release: str = "spark-serve",
+    rules: Any = None,
+    dashboard: str | None = None,
 ) -> dict[str, Any]:
-    """Values for one model of the chart from ``plan``."""
+    """Values for one model of the chart from ``plan``, with spark-serve's sidecar, rules and
+    dashboard beside it (``rules``: the alert groups document; ``dashboard``: Grafana JSON)."""
     model = plan.model.repo or plan.model.path or ""
     nodes = int(plan.value("cluster_nodes") or 1)
     cluster_args = ["--tensor-parallel-size", str(nodes)] if nodes > 1 else []
@@ -127,6 +231,7 @@ def helm_values(
     engine: dict[str, Any] = {
         "enableEngine": True,
         "containerPort": 8000,
+        "servicePort": 80,
         # A first start downloads the checkpoint and builds kernels: up to an hour.
         "startupProbe": probe(initialDelaySeconds=30, periodSeconds=10, failureThreshold=360),
         "readinessProbe": probe(periodSeconds=5, failureThreshold=3),
@@ -135,4 +240,5 @@ def helm_values(
     }
     if plan.value("api_key"):
         engine["vllmApiKey"] = {"secretName": SECRET, "secretKey": "api-key"}
-    return {"servingEngineSpec": engine}
+    extra = sidecar_objects(release, spec["name"], image, bool(plan.value("api_key")), rules, dashboard)
+    return {"servingEngineSpec": engine, "extraObjects": extra}

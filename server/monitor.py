@@ -94,6 +94,16 @@ class Monitor:
         self.generator = Generator(client, settings.vllm_url, settings.api_key, clock)
         self.healer = Healer(settings.heal, settings.heal_backoff_s, settings.state_dir, clock)
         self._sending: asyncio.Task[None] | None = None
+        self._born = clock()
+        if not settings.launcher:
+            self.healer.blocked = "LAUNCHER=0: no PID to end; the engine's own liveness probe restarts it"
+
+    def _read_state(self) -> dict[str, Any] | None:
+        """The launcher's state; with LAUNCHER=0 (an engine started by something else,
+        e.g. a Helm chart) one start that began with this sidecar."""
+        if self.settings.launcher:
+            return read_state(Path(self.settings.state_dir))
+        return {"phase": "starting", "start_id": "external", "started_at": self._born}
 
     def _headers(self) -> dict[str, str]:
         key = self.settings.api_key
@@ -147,7 +157,7 @@ class Monitor:
         self.checks.observe(now, up=view.health_ok and listed, busy=busy, completed=completed)
 
     async def poll_once(self) -> Verdict:
-        state = read_state(Path(self.settings.state_dir))
+        state = self._read_state()
         if (state or {}).get("started_at") != (self.state or {}).get("started_at"):
             self.ready_at = None  # a new launch: time to ready starts again
         self.state = state
@@ -163,11 +173,12 @@ class Monitor:
         self.verdict = decide(self.state, self.view, window, self.checks.view(self.clock()), self.cluster)
         if self.verdict.ready and self.ready_at is None:
             self.ready_at = self.clock()
-        if self.verdict.ready:
+        if self.verdict.ready and self.settings.launcher:
             self._mark_ready()
         if launched:
             hung = self.checks.hung(stall(self.view, window))
-            self.healer.consider(self.state, hung, self.ready_at is not None)
+            if self.settings.launcher:  # else no PID to end: the engine's own liveness probe restarts it
+                self.healer.consider(self.state, hung, self.ready_at is not None)
             self._send_due()
         return self.verdict
 

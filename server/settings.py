@@ -82,6 +82,14 @@ SIDECAR_OPTIONS: tuple[Option, ...] = (
         "seconds a probe may take before it counts as failed",
     ),
     Option(
+        "launcher",
+        "LAUNCHER",
+        "--launcher",
+        parse_switch,
+        "1: the engine is started by `spark-serve launch` (its state file gives the phase); "
+        "0: by something else, e.g. a Helm chart: judge the engine alone, never end it",
+    ),
+    Option(
         "heal",
         "HEAL",
         "--heal",
@@ -119,6 +127,7 @@ class SidecarSettings:
     warmup_timeout: float
     probe_interval: float
     probe_timeout: float
+    launcher: bool
     heal: bool
     heal_after: int
     heal_backoff_s: float
@@ -138,6 +147,7 @@ def load_settings(env: Mapping[str, str], cli: Mapping[str, str | None]) -> Side
         "warmup_timeout": 600.0,
         "probe_interval": 60.0,
         "probe_timeout": 30.0,
+        "launcher": True,
         "heal": True,
         "heal_after": 3,
         "heal_backoff_s": 60.0,

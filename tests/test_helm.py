@@ -112,3 +112,35 @@ def test_the_shipped_example_values_are_current(tmp_path: Path) -> None:
     )
     assert rendered.code == 0, rendered.stderr
     assert shipped.read_text() == rendered.stdout, "regenerate: see deploy/kubernetes/README.md"
+
+
+def test_the_sidecar_rules_and_dashboard_go_beside_the_engine() -> None:
+    values = _render("qwen3-4b-nvfp4", API_KEY="k")
+    objects = {o["kind"]: o for o in values["extraObjects"]}
+    assert set(objects) == {"Deployment", "Service", "ServiceMonitor", "PrometheusRule", "ConfigMap"}
+    (container,) = objects["Deployment"]["spec"]["template"]["spec"]["containers"]
+    env = {e["name"]: e.get("value", e.get("valueFrom")) for e in container["env"]}
+    name = values["servingEngineSpec"]["modelSpec"][0]["name"]
+    # the chart's engine Service is "<release>-<model>-engine-service" on its servicePort
+    assert env["VLLM_URL"] == f"http://spark-serve-{name}-engine-service:80"
+    assert values["servingEngineSpec"]["servicePort"] == 80
+    assert env["LAUNCHER"] == "0" and env["API_KEY"] == {
+        "secretKeyRef": {"name": "spark-serve", "key": "api-key"}
+    }
+    assert container["args"] == ["sidecar"] and container["image"] == "registry.local:5000/spark-serve:0.1.0"
+    alerts = yaml.safe_load((REPO / "monitoring" / "alerts.yml").read_text())
+    assert objects["PrometheusRule"]["spec"] == alerts
+    dashboard = json.loads(objects["ConfigMap"]["data"]["spark-serve.json"])
+    assert dashboard == json.loads(
+        (REPO / "monitoring" / "grafana" / "dashboards" / "spark-serve.json").read_text()
+    )
+    assert objects["ConfigMap"]["metadata"]["labels"] == {"grafana_dashboard": "1"}
+
+
+def test_the_release_name_reaches_the_sidecars_engine_url() -> None:
+    result = run_cli(
+        ["plan", "--profile", "qwen3-4b-nvfp4", "--format", "helm-values", "--release", "fleet"],
+        clean_env(HF_HUB_OFFLINE="1", HARDWARE="gb10"),
+    )
+    assert result.code == 0, result.stderr
+    assert "http://fleet-qwen3-4b-nvfp4-engine-service:80" in result.stdout

@@ -191,6 +191,31 @@ def test_ten_thousand_probes_and_scrapes_under_load_without_error(stack: Stack) 
     assert (done, failures) == (10_000, 0)
 
 
+def test_a_sidecar_beside_an_engine_it_did_not_launch_judges_the_engine_alone(
+    stack: Stack, tmp_path: Path
+) -> None:
+    """LAUNCHER=0 (a Helm chart starts vLLM): no state file, still warm-up, readiness and status."""
+    env = {
+        **os.environ,
+        "SIDECAR_PORT": str(free_port()),
+        "VLLM_URL": stack.engine.url,
+        "API_KEY": "k",
+        "LAUNCHER": "0",
+        "STATE_DIR": str(tmp_path / "no-launcher"),
+        "READY_POLL_INTERVAL": "0.5",
+    }
+    with sidecar(env, tmp_path / "sidecar.log") as url:
+        deadline = time.monotonic() + 120
+        while get(url + "/health/ready")[0] != 200:
+            assert time.monotonic() < deadline, get(url + "/status")[1][:2000]
+            time.sleep(0.5)
+        status = json.loads(get(url + "/status")[1])
+        assert status["phase"] == "serving" and status["checks"]["warmup"]["last"]["ok"] is True
+        assert "LAUNCHER=0" in status["checks"]["heal"]["blocked"]
+        assert status["time_to_ready_seconds"] is not None
+    assert not (tmp_path / "no-launcher" / "ready.json").exists()  # no launcher's back-off to reset
+
+
 def test_killed_engine_turns_ready_off_within_five_seconds(stack: Stack) -> None:
     os.killpg(stack.engine.proc.pid, signal.SIGKILL)
     stack.engine.proc.wait()
