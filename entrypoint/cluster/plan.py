@@ -88,7 +88,8 @@ def plan_cluster(
     nodes = int(plan.value("cluster_nodes"))
     if not head and (role == WORKER or not plan.value("cluster_interface")):
         raise ClusterInterfaceError(
-            f"CLUSTER_NODES={nodes} but CLUSTER_HEAD is unset",
+            ("`spark-serve worker`: " if role == WORKER else f"CLUSTER_NODES={nodes} but ")
+            + "CLUSTER_HEAD is unset",
             "set CLUSTER_HEAD to the head's fabric address on every node (on the head: its own)",
         )
     chosen, node_ip, why = choose_interface(interfaces, head, plan.value("cluster_interface"))

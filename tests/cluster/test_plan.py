@@ -95,3 +95,16 @@ def test_cluster_flags_go_before_extra_args_so_the_user_wins() -> None:
     assert command.argv[-6:] == [*cluster.engine_args(), "--tensor-parallel-size", "1"][-6:]
     assert command.argv.index("--distributed-executor-backend") < len(command.argv) - 2
     assert command.shown_env()["VLLM_HOST_IP"] == HEAD_IP
+
+
+def test_plan_on_this_host_refuses_an_unknown_interface_in_one_line() -> None:
+    from tests.conftest import clean_env, run_cli
+
+    env = clean_env(
+        HF_HUB_OFFLINE="1", CLUSTER_NODES="2", CLUSTER_HEAD="10.99.0.1", CLUSTER_INTERFACE="nope0"
+    )
+    result = run_cli(["plan"], env)
+    assert result.code == 40, result.stderr
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("spark-serve: error: CLUSTER_INTERFACE=nope0 is not an interface of this host")
+    assert "use one of:" in line
