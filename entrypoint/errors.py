@@ -271,33 +271,31 @@ class IntegrityError(SparkServeError, ValueError):
         )
 
 
-class ClusterInterfaceError(SparkServeError, LookupError):
+class ClusterError(SparkServeError):
+    """A multi-Spark cluster cannot form or keep going; the subclass gives the exit code."""
+
+    def __init__(self, detail: str, fix: str) -> None:
+        super().__init__(detail, fix=fix)
+
+
+class ClusterInterfaceError(ClusterError, LookupError):
     exit_code = ExitCode.CLUSTER_INTERFACE
 
-    def __init__(self, detail: str, fix: str) -> None:
-        super().__init__(detail, fix=fix)
 
-
-class ClusterJoinTimeoutError(SparkServeError, TimeoutError):
+class ClusterJoinTimeoutError(ClusterError, TimeoutError):
     exit_code = ExitCode.CLUSTER_JOIN_TIMEOUT
 
-    def __init__(self, detail: str, fix: str) -> None:
-        super().__init__(detail, fix=fix)
 
-
-class ClusterMismatchError(SparkServeError, ValueError):
+class ClusterMismatchError(ClusterError, ValueError):
     exit_code = ExitCode.CLUSTER_MISMATCH
 
     def __init__(self, node: str, detail: str, fix: str) -> None:
         self.node = node
-        super().__init__(f"worker {node}: {detail}", fix=fix)
+        super().__init__(f"worker {node}: {detail}", fix)
 
 
-class ClusterRayError(SparkServeError, RuntimeError):
+class ClusterRayError(ClusterError, RuntimeError):
     exit_code = ExitCode.CLUSTER_RAY
-
-    def __init__(self, detail: str, fix: str) -> None:
-        super().__init__(detail, fix=fix)
 
 
 def _gb(n: int) -> str:

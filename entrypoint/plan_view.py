@@ -67,14 +67,7 @@ def plan_document(
         "command": shlex.join(shown_argv(command.argv)),
         "env": command.shown_env(),
         "env_unset": list(command.env_unset),
-        "cluster": None
-        if cluster is None
-        else {
-            **cluster.shown(),
-            "env": {
-                k: {"value": s.value, "source": s.source, "origin": s.origin} for k, s in cluster.env.items()
-            },
-        },
+        "cluster": None if cluster is None else cluster.shown(),
     }
 
 

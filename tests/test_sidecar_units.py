@@ -211,9 +211,7 @@ def test_ready_only_when_every_node_of_a_cluster_is_in(
 def test_cluster_membership_metrics_pass_promtool(tmp_path: Path) -> None:
     monitor = Monitor(load_settings({"STATE_DIR": str(tmp_path)}, {}), client=None)  # type: ignore[arg-type]
     monitor.state, monitor.cluster = SERVING, {**CLUSTER_IN, "joined": 1, "nodes": [CLUSTER_IN["nodes"][0]]}
-    registry = CollectorRegistry()
-    registry.register(SidecarCollector(monitor))
-    text = generate_latest(registry).decode()
+    text = generate_latest(_registry(monitor)).decode()
     assert 'sparkserve_cluster_nodes{state="expected"} 2.0' in text
     assert 'sparkserve_cluster_nodes{state="joined"} 1.0' in text
     assert 'sparkserve_cluster_node_up{node="10.0.0.1",role="head"} 1.0' in text

@@ -81,10 +81,6 @@ class Membership:
     def lost(self) -> list[Node]:
         return [n for n in self.nodes if not n.alive]
 
-    @property
-    def complete(self) -> bool:
-        return self.joined >= self.expected and not self.lost
-
     def to_json(self, phase: str) -> dict[str, Any]:
         return {
             "phase": phase,

@@ -51,10 +51,14 @@ def ray_env(cluster: ClusterPlan, environ: Mapping[str, str]) -> dict[str, str]:
     return env
 
 
+def _ray_start(cluster: ClusterPlan, labels: Mapping[str, str], environ: Mapping[str, str]) -> list[str]:
+    """This node's ``ray start`` argv, with the installed ``ray`` found on PATH."""
+    return [_ray(environ), *cluster.ray_start_argv(labels)[1:]]
+
+
 def start_head(cluster: ClusterPlan, labels: Mapping[str, str], environ: Mapping[str, str]) -> None:
     """``ray start --head``: Ray's daemons start and the command returns."""
-    argv = cluster.ray_start_argv(labels)
-    argv[0] = _ray(environ)
+    argv = _ray_start(cluster, labels, environ)
     try:
         done = subprocess.run(
             argv, env=ray_env(cluster, environ), capture_output=True, text=True, timeout=180
@@ -157,8 +161,7 @@ def exec_worker(
     cluster: ClusterPlan, labels: Mapping[str, str], environ: Mapping[str, str], execvpe: Exec
 ) -> NoReturn:
     """Replace this process with ``ray start --block``: the worker lives as long as Ray does."""
-    argv = cluster.ray_start_argv(labels)
-    argv[0] = _ray(environ)
+    argv = _ray_start(cluster, labels, environ)
     try:
         execvpe(argv[0], argv, ray_env(cluster, environ))
     except OSError as err:

@@ -61,7 +61,9 @@ class ClusterPlan:
             "parallel": self.parallel,
             "interface": self.interface,
             "node_ip": self.node_ip,
-            "env": {k: s.value for k, s in self.env.items()},
+            "env": {
+                k: {"value": s.value, "source": s.source, "origin": s.origin} for k, s in self.env.items()
+            },
         }
 
 

@@ -149,6 +149,11 @@ def ceiling_at(
     return round(bandwidth * sequences / per_step, 1)
 
 
+def _per_node(value: int, nodes: int) -> int:
+    """One node's share of ``value``, rounded up."""
+    return -(-value // nodes)
+
+
 def decode_ceiling(
     shape: ModelShape, weights: WeightSizes, device: Device, kv_token: int, context: int, nodes: int = 1
 ) -> float | None:
@@ -156,12 +161,8 @@ def decode_ceiling(
     is one node's share; with tensor parallelism over ``nodes`` each reads its share of the
     weights at once (pass nodes=1 for pipeline parallelism, whose stages run in turn, with the
     whole KV)."""
-    read = -(-decode_read(shape, weights) // nodes)
+    read = _per_node(decode_read(shape, weights), nodes)
     return ceiling_at(device.bandwidth_bytes_per_s, read, kv_token, context)
-
-
-def _per_node(value: int, nodes: int) -> int:
-    return -(-value // nodes)
 
 
 def plan_memory(device: Device, inputs: MemoryInputs) -> MemoryPlan:
