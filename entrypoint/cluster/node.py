@@ -97,8 +97,9 @@ class RayNodes:
             try:
                 ray.init(address=self.address, logging_level="ERROR", log_to_driver=False)
             except (ConnectionError, RuntimeError) as err:
+                first = (str(err).strip().splitlines() or [type(err).__name__])[0]
                 raise ClusterRayError(
-                    f"cannot reach the Ray head at {self.address}: {err}",
+                    f"cannot reach the Ray head at {self.address}: {first}",
                     "check that the head is up (`ray status --address ...`) and CLUSTER_PORT is open",
                 ) from err
             self._connected = True
