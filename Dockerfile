@@ -1,7 +1,9 @@
 # spark-serve: NVFP4 LLM serving with vLLM on DGX Spark (GB10, SM 12.1, aarch64)
-# and other Blackwell GPUs. vLLM, FlashInfer and torch come from the base image;
-# this image adds only spark-serve. No secrets and no model weights in any layer:
-# checkpoints are downloaded at run time into the HF_HOME volume.
+# and other Blackwell GPUs. vLLM, FlashInfer and torch come from the base image
+# and are never changed; this image adds spark-serve, Ray (vLLM's image has
+# shipped none since vLLM PR #36170), llama-benchy and matplotlib. No secrets and
+# no model weights in any layer: checkpoints are downloaded at run time into the
+# HF_HOME volume.
 #
 # BASE_IMAGE: vLLM's multi-arch (amd64 + arm64) CUDA 13 build of the release
 # spark-serve is tested with. Since vLLM v0.20.0 the unsuffixed tag (vX.Y.Z) is
@@ -11,8 +13,20 @@
 ARG BASE_IMAGE=vllm/vllm-openai:v0.32.0
 FROM ${BASE_IMAGE}
 
+# Re-declared after FROM so that the label below sees it.
+ARG BASE_IMAGE
+# vllm-release (default): vLLM's CUDA image, checked for a CUDA 13 torch.
+# cpu-standin: only the tests' stand-in for that image (tests/standin), which
+# carries vLLM's CPU build; nothing else relaxes the CUDA check.
+ARG ENGINE_BASE=vllm-release
 ARG VLLM_VERSION=0.32.0
 ARG FLASHINFER_VERSION=0.7.0.post1
+# Ray as the tests use it. No extra: vLLM's Ray executor needs Ray's compiled
+# graphs (in Ray itself); the cgraph extra adds only cupy for
+# VLLM_USE_RAY_COMPILED_DAG_CHANNEL_TYPE=nccl, and the dashboard (default extra) is off.
+ARG RAY_VERSION=2.52.0
+ARG LLAMA_BENCHY_VERSION=0.4.0
+ARG MATPLOTLIB_VERSION=3.11.2
 
 LABEL org.opencontainers.image.title="spark-serve" \
       org.opencontainers.image.description="NVFP4 LLM serving with vLLM on NVIDIA DGX Spark and Blackwell GPUs" \
@@ -21,7 +35,7 @@ LABEL org.opencontainers.image.title="spark-serve" \
       org.opencontainers.image.base.name="${BASE_IMAGE}"
 
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
-WORKDIR /opt/spark-serve
+WORKDIR /tmp/spark-serve-src
 
 COPY pyproject.toml README.md ./
 COPY entrypoint ./entrypoint
@@ -29,41 +43,49 @@ COPY server ./server
 COPY configs ./configs
 COPY monitoring ./monitoring
 
-# Fail the build on an untested engine, then install spark-serve alone (and
-# what `spark-serve bench` drives: llama-benchy, pinned, and matplotlib): its
-# dependencies (pydantic, pyyaml, huggingface_hub, fastapi, uvicorn, httpx,
-# prometheus-client, nvidia-ml-py, psutil, and Ray for more than one Spark) are
-# already part of the vLLM image.
+# Fail the build on an untested engine; then add spark-serve (its configs/ and
+# monitoring/ go into the package), Ray, llama-benchy and matplotlib under
+# constraints made from the base's own packages: the build fails in one line
+# naming any base package that would change version or disappear.
 RUN python3 -m entrypoint.versions "vllm==${VLLM_VERSION}" "flashinfer-python==${FLASHINFER_VERSION}" \
-        --torch-cuda 13 \
-    && python3 -m pip install --no-cache-dir --no-deps --no-build-isolation . \
-    && python3 -m pip install --no-cache-dir "llama-benchy==0.4.0" "matplotlib>=3.8" \
-    && python3 -c "import entrypoint.cli, entrypoint.doctor.judge, entrypoint.cluster.node, server.app, ray" \
+        --torch-cuda 13 --base "${ENGINE_BASE}" \
+    && python3 -m entrypoint.baseguard --no-cache-dir --no-build-isolation . "ray==${RAY_VERSION}" \
+        "llama-benchy==${LLAMA_BENCHY_VERSION}" "matplotlib==${MATPLOTLIB_VERSION}" \
+    && python3 -I -c "import entrypoint.cli, entrypoint.doctor.judge, entrypoint.cluster.node, server.app, ray, ray.experimental.compiled_dag_ref" \
+    && spark-serve profiles >/dev/null \
+    && rm -rf /tmp/spark-serve-src \
     && useradd --system --uid 990 --user-group --create-home --home-dir /home/spark \
         --shell /usr/sbin/nologin spark \
     && mkdir -p /cache/huggingface /cache/vllm /cache/flashinfer /cache/triton /cache/cuda /run/spark-serve \
     && chown -R spark:spark /cache /run/spark-serve
 
-# Caches live on volumes so a restart is warm: the checkpoint (HF_HOME), vLLM's
-# torch.compile cache, FlashInfer's JIT kernels (minutes to build on a Spark),
-# Triton's kernels and the CUDA JIT cache.
+# Every cache written at run time is on a volume, so a restart is warm: the
+# checkpoint (HF_HOME); vLLM's torch.compile cache with inductor's kernels and
+# whatever else goes to ~/.cache or ~/.config (VLLM_CACHE_ROOT, XDG_*); FlashInfer's
+# JIT kernels (minutes to build on a Spark); Triton's kernels; the CUDA JIT cache.
+# /tmp holds only ZMQ sockets and locks of the running engine: ephemeral by design.
 ENV HF_HOME=/cache/huggingface \
     VLLM_CACHE_ROOT=/cache/vllm \
+    TORCHINDUCTOR_CACHE_DIR=/cache/vllm/inductor \
+    XDG_CACHE_HOME=/cache/vllm/xdg-cache \
+    XDG_CONFIG_HOME=/cache/vllm/xdg-config \
     FLASHINFER_WORKSPACE_BASE=/cache/flashinfer \
     TRITON_CACHE_DIR=/cache/triton \
+    TRITON_HOME=/cache/triton \
     CUDA_CACHE_PATH=/cache/cuda \
     STATE_DIR=/run/spark-serve \
-    PROFILES_DIR=/opt/spark-serve/configs/profiles \
-    MONITORING_DIR=/opt/spark-serve/monitoring \
     HOST=0.0.0.0 \
     PORT=8000 \
     SIDECAR_PORT=8001 \
     HF_HUB_DISABLE_TELEMETRY=1 \
+    VLLM_NO_USAGE_STATS=1 \
+    DO_NOT_TRACK=1 \
     PYTHONUNBUFFERED=1
 
 # A system uid (below 1000): no host login user has it, so logind's RemoveIPC
 # never touches the engine's shared memory.
 USER 990:990
+WORKDIR /home/spark
 EXPOSE 8000 8001
 
 # vLLM's own /health; a first start (download + load + JIT) takes long, hence the start period.

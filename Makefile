@@ -40,6 +40,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/download.py
 	$(BIN)/python bench/sidecar.py
 	$(BIN)/python bench/stack_throughput.py
+	$(BIN)/python bench/image.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info

@@ -10,6 +10,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from . import __version__
+from .caches import check_writable
 from .cluster.plan import is_cluster
 from .errors import ExitCode, HardwareUnsupportedError, SettingError, SparkServeError
 from .plan.hardware import Device, HardwareTable
@@ -268,6 +269,7 @@ def _resolved_for_hardware(env: Mapping[str, str], cli: Mapping[str, Any]) -> Re
 def cmd_launch(env: Mapping[str, str], args: argparse.Namespace) -> int:
     from .launch import launch
 
+    check_writable(env)
     found = _resolved_for_hardware(env, vars(args))
     launch(found.plan, env, meta=found.meta)  # replaces this process with vLLM
 
@@ -275,6 +277,7 @@ def cmd_launch(env: Mapping[str, str], args: argparse.Namespace) -> int:
 def cmd_worker(env: Mapping[str, str], args: argparse.Namespace) -> int:
     from .cluster.worker import worker
 
+    check_writable(env)
     found = _resolved_for_hardware(env, vars(args))
     worker(found.plan, env, meta=found.meta)  # replaces this process with `ray start --block`
 
@@ -282,6 +285,7 @@ def cmd_worker(env: Mapping[str, str], args: argparse.Namespace) -> int:
 def cmd_download(env: Mapping[str, str], args: argparse.Namespace) -> int:
     from .launch import download
 
+    check_writable(env)
     found = _resolved_for_hardware(env, vars(args))
     print(download(found.plan, meta=found.meta))
     return ExitCode.OK

@@ -33,6 +33,7 @@ class ExitCode(IntEnum):
     HARDWARE_UNSUPPORTED = 26  # the GPU is below the profile's minimum compute capability
     ARCHITECTURE_UNSUPPORTED = 27  # vLLM has no implementation of the checkpoint's architecture
     CHECKPOINT_UNREADABLE = 28  # not a model checkpoint: no config.json, or malformed JSON
+    DATA_MISSING = 29  # a table spark-serve ships (configs/, monitoring/) is missing: incomplete install
     SIDECAR_BIND = 30  # the sidecar cannot listen on its port
     BENCH_ENDPOINT_DOWN = 31  # bench: the OpenAI endpoint does not answer
     BENCH_UNAUTHORIZED = 32  # bench: the endpoint refused the API key
@@ -43,6 +44,7 @@ class ExitCode(IntEnum):
     CLUSTER_JOIN_TIMEOUT = 41  # cluster: workers did not join the head in CLUSTER_JOIN_TIMEOUT_S
     CLUSTER_MISMATCH = 42  # cluster: a worker holds another checkpoint or revision than the head
     CLUSTER_RAY = 43  # cluster: Ray is missing, or its head cannot be started or reached
+    CACHE_UNWRITABLE = 50  # a cache directory (a volume) cannot be written by this user
 
 
 class SparkServeError(Exception):
@@ -92,6 +94,30 @@ class ProfileSyntaxError(SparkServeError, ValueError):
     def __init__(self, path: str, detail: str) -> None:
         self.path = path
         super().__init__(f"{path}: {detail}", fix="fix the YAML syntax of this file")
+
+
+class DataMissingError(SparkServeError, FileNotFoundError):
+    """A table that ships with spark-serve is not where the one data rule puts it."""
+
+    exit_code = ExitCode.DATA_MISSING
+
+    def __init__(self, path: str, what: str) -> None:
+        self.path, self.what = path, what
+        super().__init__(
+            f"{path}: the {what} that ships with spark-serve is missing",
+            fix="reinstall spark-serve (`pip install .` copies configs/ and monitoring/ into the package), "
+            "or rebuild the image",
+        )
+
+
+class CacheUnwritableError(SparkServeError, PermissionError):
+    """A cache directory, usually a named volume, that this user cannot write."""
+
+    exit_code = ExitCode.CACHE_UNWRITABLE
+
+    def __init__(self, variable: str, path: str, detail: str, fix: str) -> None:
+        self.variable, self.path = variable, path
+        super().__init__(f"{variable}={path}: {detail}", fix=fix)
 
 
 class ProfileInvalidError(SparkServeError, ValueError):
@@ -171,7 +197,8 @@ class StateUnwritableError(SparkServeError, OSError):
         self.path = path
         super().__init__(
             f"STATE_DIR: cannot write {path}: {detail}",
-            fix="point STATE_DIR at a writable directory",
+            fix="point STATE_DIR at a writable directory (a state volume an older image left root-owned: "
+            "docker compose run --rm --user 0 --entrypoint chown vllm -R 990:990 /run/spark-serve)",
         )
 
 

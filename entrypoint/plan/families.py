@@ -9,6 +9,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from ..shipped import configs
 from .tables import load_yaml_table
 
 
@@ -64,7 +65,7 @@ class FamilyTable(_Strict):
 
 
 def default_families_file() -> Path:
-    return Path(__file__).resolve().parents[2] / "configs" / "families.yaml"
+    return configs("families.yaml")
 
 
 def load_families(path: Path | None = None) -> FamilyTable:

@@ -13,6 +13,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from ..shipped import configs
 from .tables import load_yaml_table
 
 GB = 1_000_000_000
@@ -52,7 +53,7 @@ class HardwareTable(BaseModel):
 
 
 def default_hardware_file() -> Path:
-    return Path(__file__).resolve().parents[2] / "configs" / "hardware.yaml"
+    return configs("hardware.yaml")
 
 
 def load_table(path: Path | None = None) -> HardwareTable:

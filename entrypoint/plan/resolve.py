@@ -19,6 +19,7 @@ from ..errors import (
     SettingError,
     UnknownProfileError,
 )
+from ..shipped import configs
 from .hardware import Device, HardwareTable
 from .options import BY_NAME, OPTIONS, Option, OptionValueError
 from .profile import Catalog, LoadedProfile, VllmOptions, check_variant, suggest
@@ -30,7 +31,7 @@ _REPO_RE = re.compile(r"^[\w.-]+/[\w.-]+$")
 
 
 def default_profiles_dir() -> str:
-    return str(Path(__file__).resolve().parents[2] / "configs" / "profiles")
+    return str(configs("profiles"))
 
 
 def default_state_dir(env: Mapping[str, str]) -> str:

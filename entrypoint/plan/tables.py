@@ -8,7 +8,7 @@ from typing import TypeVar
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from ..errors import ProfileInvalidError, ProfileSyntaxError
+from ..errors import DataMissingError, ProfileInvalidError, ProfileSyntaxError
 
 T = TypeVar("T", bound=BaseModel)
 
@@ -17,6 +17,10 @@ def load_yaml_table(path: Path, model: type[T], what: str) -> T:
     """Read and validate one table; typed errors name the file and the field."""
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as err:
+        raise DataMissingError(str(path), what) from err
+    except UnicodeDecodeError as err:
+        raise ProfileSyntaxError(str(path), f"not UTF-8 text (byte {err.start})") from err
     except OSError as err:
         raise ProfileSyntaxError(str(path), f"cannot read: {err.strerror}") from err
     except yaml.YAMLError as err:

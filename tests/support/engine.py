@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -119,3 +120,37 @@ def launched(env: Mapping[str, str], log: Path, args: tuple[str, ...] = ()) -> I
         yield engine
     finally:
         stop(proc)
+
+
+@dataclass
+class Stream:
+    """A streamed ``/v1/completions`` read in a thread: its chunks, and whether one arrived."""
+
+    thread: threading.Thread
+    chunks: list[dict[str, Any]]
+    started: threading.Event
+
+    def finish_reasons(self) -> list[Any]:
+        return [c["choices"][0].get("finish_reason") for c in self.chunks if c.get("choices")]
+
+
+def stream_completion(url: str, body: Mapping[str, Any], timeout: float = 120) -> Stream:
+    """POST ``body`` (with ``stream``) to ``url``/v1/completions and read it in a thread."""
+    request = urllib.request.Request(
+        url + "/v1/completions",
+        data=json.dumps({**body, "stream": True}).encode(),
+        headers={"content-type": "application/json"},
+    )
+    stream = Stream(threading.Thread(target=lambda: None), [], threading.Event())
+
+    def read() -> None:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            for raw in response:
+                line = raw.decode().strip()
+                if line.startswith("data: {"):
+                    stream.chunks.append(json.loads(line[6:]))
+                    stream.started.set()
+
+    stream.thread = threading.Thread(target=read)
+    stream.thread.start()
+    return stream

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import time
@@ -16,18 +15,13 @@ from typing import Any
 
 import pytest
 
+from tests.support.apt import apt_install
 from tests.support.engine import free_port
 
 
 def ensure_prometheus() -> str:
     """Path of the prometheus binary; installs Debian's package if needed, else skips."""
-    if shutil.which("prometheus") is None and shutil.which("apt-get") and os.geteuid() == 0:
-        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-        install = ["apt-get", "install", "-y", "-q", "--no-install-recommends", "prometheus"]
-        if subprocess.run(install, env=env, capture_output=True).returncode != 0:
-            subprocess.run(["apt-get", "update", "-q"], env=env, capture_output=True)
-            subprocess.run(install, env=env, capture_output=True)
-    found = shutil.which("prometheus")
+    found = apt_install("prometheus", "prometheus")
     if found is None:
         pytest.skip(
             "Debian's prometheus package is not installed and cannot be installed here (needs root + apt)"
