@@ -218,8 +218,6 @@ def cmd_plan(env: Mapping[str, str], args: argparse.Namespace) -> int:
         rules, dashboard = monitoring_files(env)
         values = helm_values(found.plan, env, found.memory, image, args.release, rules, dashboard)
         print(f"# {CHART} values from `spark-serve plan --format helm-values` (spark-serve {__version__})")
-        if rules is None:
-            print("# no monitoring folder (MONITORING_DIR): alert rules and dashboard left out")
         print(yaml.safe_dump(values, sort_keys=False), end="")
         return ExitCode.OK
     cluster = None

@@ -104,7 +104,7 @@ class DataMissingError(SparkServeError, FileNotFoundError):
     def __init__(self, path: str, what: str) -> None:
         self.path, self.what = path, what
         super().__init__(
-            f"{path}: the {what} that ships with spark-serve is missing",
+            f"{path}: not found (the {what} shipped with spark-serve)",
             fix="reinstall spark-serve (`pip install .` copies configs/ and monitoring/ into the package), "
             "or rebuild the image",
         )

@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from .errors import DataMissingError
 from .plan.command import build_command
 from .plan.memory import MemoryPlan
 from .plan.options import SECRET_ENV
@@ -77,16 +78,17 @@ def vllm_config(argv: list[str]) -> dict[str, Any]:
     return config
 
 
-def monitoring_files(env: Mapping[str, str]) -> tuple[Any, str | None]:
-    """The alert rules document and the Grafana dashboard from ``MONITORING_DIR`` (the
-    image's copy) or the source tree's ``monitoring/``; (None, None) when neither exists."""
+def monitoring_files(env: Mapping[str, str]) -> tuple[Any, str]:
+    """The alert rules document and the Grafana dashboard from ``MONITORING_DIR`` or,
+    by default, the ``monitoring/`` that ships in the package; DataMissingError (exit
+    29) names the file that is not there."""
     import yaml
 
-    default = monitoring()
-    folder = Path(env.get("MONITORING_DIR") or default)
+    folder = Path(env.get("MONITORING_DIR") or monitoring())
     alerts, board = folder / "alerts.yml", folder / "grafana" / "dashboards" / "spark-serve.json"
-    if not (alerts.is_file() and board.is_file()):
-        return None, None
+    for path, what in ((alerts, "alert rules"), (board, "Grafana dashboard")):
+        if not path.is_file():
+            raise DataMissingError(str(path), what)
     return yaml.safe_load(alerts.read_text(encoding="utf-8")), board.read_text(encoding="utf-8")
 
 

@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,7 @@ import pytest
 from entrypoint import shipped
 from entrypoint.errors import DataMissingError, ExitCode
 from entrypoint.plan.hardware import load_table
-from tests.conftest import REPO, clean_env
+from tests.conftest import REPO, CliResult, clean_env
 
 
 def test_the_checkout_finds_its_own_top_level_folders() -> None:
@@ -95,7 +96,7 @@ def test_a_missing_table_names_itself_and_the_fix(installed: Path, tmp_path: Pat
         (tmp_path / "hardware.yaml").rename(installed / "entrypoint" / "data" / "configs" / "hardware.yaml")
     assert result.returncode == ExitCode.DATA_MISSING, result.stderr
     (line,) = result.stderr.strip().splitlines()
-    assert "hardware.yaml: the hardware table that ships with spark-serve is missing" in line
+    assert "hardware.yaml: not found (the hardware table shipped with spark-serve)" in line
     assert "reinstall spark-serve" in line and "YAML syntax" not in line
 
 
@@ -119,3 +120,12 @@ def test_the_wheel_carries_every_package_and_the_data(wheel: Path) -> None:
     for data in ("configs", "monitoring"):
         expected = {p.relative_to(REPO).as_posix() for p in (REPO / data).rglob("*") if p.is_file()}
         assert {f"entrypoint/data/{name}" for name in expected} <= set(names), data
+
+
+def test_helm_values_without_the_alert_rules_is_one_line(
+    cli: Callable[..., CliResult], tmp_path: Path
+) -> None:
+    result = cli("plan", "--format", "helm-values", "--hardware", "gb10", MONITORING_DIR=str(tmp_path))
+    assert result.code == ExitCode.DATA_MISSING, result.stderr
+    (line,) = result.stderr.strip().splitlines()
+    assert f"{tmp_path}/alerts.yml: not found (the alert rules shipped with spark-serve)" in line
