@@ -16,7 +16,9 @@ from __future__ import annotations
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -29,27 +31,32 @@ from tests.support.docker import Compose, docker_engine  # noqa: E402
 from tests.support.hub import Hub  # noqa: E402
 from tests.support.stack import OVERRIDE, TINY_REPO, Stack, compose_env, prometheus_standin  # noqa: E402
 
+T = TypeVar("T")
 
-def timed(step: str, action: object) -> float:
+
+def timed(step: str, action: Callable[[], T]) -> tuple[T, float]:
     start = time.perf_counter()
-    action()  # type: ignore[operator]
+    result = action()
     took = time.perf_counter() - start
     print(f"{step:<44} {took:7.1f} s", flush=True)
-    return took
+    return result, took
 
 
 def main() -> int:
     with tempfile.TemporaryDirectory() as tmp, docker_engine() as docker, Hub() as hub:
         work = Path(tmp)
-        timed("stand-in base (built once per machine)", lambda: ensure_standin(docker))
+        start = time.perf_counter()
         base = ensure_standin(docker)
+        print(
+            f"{'stand-in base (built once per machine)':<44} {time.perf_counter() - start:7.1f} s", flush=True
+        )
         hub.add_dir(TINY_REPO, bf16_llama(work / "tiny"))
         env = compose_env(docker, base, prometheus_standin(docker, base), hub, work)
         compose = Compose(
             docker, [REPO / "docker-compose.yml", OVERRIDE], f"sparkserve-bench-{time.time_ns()}", env
         )
         api, side = (f"http://127.0.0.1:{env[k]}" for k in ("TEST_API_PORT", "TEST_SIDECAR_PORT"))
-        stack = Stack(compose, hub, api, side, 0, work)
+        stack = Stack(compose, hub, api, side, 0)
         try:
             timed("image build, no layer cache", lambda: compose("build", "--no-cache", timeout=1800))
             timed("image rebuild, layer cache", lambda: compose("build", timeout=900))
@@ -65,8 +72,8 @@ def main() -> int:
                     lambda: stack.ready() and stack.launcher()["start_id"] != first, 900, "ready again"
                 )
 
-            cold = timed("cold: up on new volumes -> ready", up)
-            warm = timed("warm: restart vllm -> ready", restart)
+            _, cold = timed("cold: up on new volumes -> ready", up)
+            _, warm = timed("warm: restart vllm -> ready", restart)
             print(f"{'warm / cold time to ready':<44} {warm / cold:7.2f}")
         finally:
             compose("down", "-v", "-t", "5", check=False, timeout=300)

@@ -89,13 +89,16 @@ def _flag(argv: list[str], name: str) -> str | None:
 
 
 def _torch_problem(base: str, major: int | None, vllm: str) -> str | None:
+    if base != "cpu-standin" and major is None:  # no --torch-cuda: torch is not checked
+        return None
     try:
         cuda = torch_cuda()
     except (LookupError, OSError, SyntaxError) as err:
         return f"cannot read torch's CUDA version: {err}"
     if base == "cpu-standin":
         return None if cuda is None else f"--base cpu-standin wants CPU torch, found a CUDA {cuda} build"
-    return None if major is None else cuda_problem(cuda, major, vllm)
+    assert major is not None
+    return cuda_problem(cuda, major, vllm)
 
 
 def main(argv: list[str]) -> int:

@@ -46,7 +46,7 @@ def stack(
             docker, [REPO_ROOT / "docker-compose.yml", OVERRIDE], f"sparkserve-test-{time.time_ns()}", env
         )
         api, side = (f"http://127.0.0.1:{env[k]}" for k in ("TEST_API_PORT", "TEST_SIDECAR_PORT"))
-        stack = Stack(compose, hub, api, side, int(env["TEST_PROMETHEUS_PORT"]), work)
+        stack = Stack(compose, hub, api, side, int(env["TEST_PROMETHEUS_PORT"]))
         try:
             compose("build", timeout=900)
             yield stack

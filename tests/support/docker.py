@@ -109,7 +109,9 @@ def docker_engine() -> Iterator[Docker]:
         pytest.skip("no Docker engine answers and dockerd cannot be started here (needs root + docker.io)")
     socket, pidfile = ROOT / "docker.sock", ROOT / "docker.pid"
     if pidfile.exists():  # left by a run that was killed
-        _stop(int(pidfile.read_text().strip() or 0) or -1)
+        stale = pidfile.read_text().strip()
+        if stale.isdigit() and int(stale) > 1:
+            _stop(int(stale))
         pidfile.unlink(missing_ok=True)
     env = {**base, "DOCKER_HOST": f"unix://{socket}"}
     log = (ROOT / "dockerd.log").open("ab")

@@ -63,7 +63,6 @@ class Stack:
     api: str
     sidecar: str
     prometheus_port: int
-    work: Path
 
     def status(self) -> dict[str, Any]:
         return dict(json.loads(get(self.sidecar + "/status")[1]))
