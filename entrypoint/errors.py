@@ -298,6 +298,20 @@ class IntegrityError(SparkServeError, ValueError):
         )
 
 
+class ListingInvalidError(IntegrityError):
+    """The Hub's file listing names an LFS file with a sha256 that is not 64 hex digits
+    (it names a file on disk, so it is never used unchecked)."""
+
+    def __init__(self, repo: str, path: str, value: str) -> None:
+        self.repo, self.path = repo, path
+        shown = value if len(value) <= 80 else value[:77] + "..."
+        SparkServeError.__init__(
+            self,
+            f"{repo}: the Hub listed {path} with an invalid sha256 {shown!r}",
+            fix="check the network path (proxy, mirror) to the Hub, then start again",
+        )
+
+
 class ClusterError(SparkServeError):
     """A multi-Spark cluster cannot form or keep going; the subclass gives the exit code."""
 

@@ -40,7 +40,15 @@ from .plan.restarts import (
 )
 from .plan.sizing import apply_memory
 from .planning import checkpoint_meta, info_from, memory_for
-from .state import READY_FILE, STARTS_FILE, read_document, write_document, write_state
+from .state import (
+    READY_FILE,
+    STARTS_FILE,
+    locked,
+    read_document,
+    start_ticks,
+    write_document,
+    write_state,
+)
 
 Exec = Callable[[str, list[str], dict[str, str]], Any]
 
@@ -60,6 +68,7 @@ def engine_facts(plan: Plan) -> dict[str, Any]:
     return {
         "shutdown_timeout": plan.value("shutdown_timeout") or 0,
         "speculative_tokens": drafts if isinstance(drafts, int) else 0,
+        "max_num_seqs": plan.value("max_num_seqs"),  # None: vLLM's default
     }
 
 
@@ -68,6 +77,7 @@ def base_state(plan: Plan) -> dict[str, Any]:
         "version": __version__,
         "pid": os.getpid(),
         "pid_started_at": _started_at(),
+        "pid_start_ticks": start_ticks(os.getpid()),
         "started_at": time.time(),
         "profile": plan.profile.name if plan.profile else None,
         "derived_from": plan.profile.derived_from if plan.profile else None,
@@ -200,9 +210,10 @@ def gate(ready: Prepared, argv_id: str, runtime: Runtime, report: Callable[..., 
 
 
 def record_start(state_dir: str, argv_id: str, now: float) -> str:
-    history = records(read_document(state_dir, STARTS_FILE))
     record = StartRecord(uuid.uuid4().hex[:12], now, argv_id)
-    write_document(state_dir, STARTS_FILE, remember(history, record))
+    with locked(state_dir, STARTS_FILE):  # `spark-serve reset` rewrites it too
+        history = records(read_document(state_dir, STARTS_FILE))
+        write_document(state_dir, STARTS_FILE, remember(history, record))
     return record.id
 
 

@@ -30,17 +30,31 @@ def download_request(plan: Plan, *, offline: bool) -> DownloadRequest:
     )
 
 
+def checkpoint_dir(value: str) -> Path:
+    """A local checkpoint path that is a directory, else the typed error (plan and launch alike)."""
+    path = Path(value)
+    try:
+        found = path.is_dir()
+    except OSError as err:  # ENAMETOOLONG, ELOOP, EACCES ...
+        shown = value if len(value) <= 80 else value[:77] + "..."
+        raise ModelUnavailableError(
+            shown,
+            f"cannot be read: {err.strerror or err}",
+            "give the checkpoint directory's real path (each name at most 255 characters)",
+        ) from err
+    if not found:
+        raise ModelUnavailableError(
+            str(path),
+            "local path does not exist or is not a directory",
+            "mount the checkpoint there or set MODEL to a profile or Hub repo id",
+        )
+    return path
+
+
 def locate(plan: Plan, on_update: OnUpdate) -> Path:
     """Return a local, complete checkpoint directory for the plan."""
     if plan.model.path is not None:
-        path = Path(plan.model.path)
-        if not path.is_dir():
-            raise ModelUnavailableError(
-                str(path),
-                "local path does not exist or is not a directory",
-                "mount the checkpoint there or set MODEL to a profile or Hub repo id",
-            )
-        return path
+        return checkpoint_dir(plan.model.path)
     from huggingface_hub import constants
 
     return ensure_snapshot(download_request(plan, offline=constants.HF_HUB_OFFLINE), on_update)

@@ -15,8 +15,16 @@ from pathlib import Path
 from typing import Any
 
 from .detect import choose, nvml_facts, read_meminfo
-from .errors import HubAuthError, HubNotFoundError, HubUnreachableError, SettingError, SparkServeError
+from .errors import (
+    HubAuthError,
+    HubNotFoundError,
+    HubUnreachableError,
+    ModelUnavailableError,
+    SettingError,
+    SparkServeError,
+)
 from .hub.metadata import CheckpointMeta, cached_meta, hub_meta, local_meta
+from .locate import checkpoint_dir
 from .plan.checkpoint import CheckpointInfo, describe
 from .plan.derive import Derived, derive
 from .plan.families import load_families
@@ -38,7 +46,7 @@ def checkpoint_meta(plan: Plan, *, offline: bool, retries: int) -> CheckpointMet
     """The checkpoint's metadata without its weights; None when it cannot be had
     without a download (offline and not cached). Raises the typed Hub errors."""
     if plan.model.path is not None:
-        return local_meta(Path(plan.model.path)) if Path(plan.model.path).is_dir() else None
+        return local_meta(checkpoint_dir(plan.model.path))
     assert plan.model.repo is not None
     cached = cached_meta(plan.model.repo, plan.value("revision"))
     if cached is not None or offline:
@@ -187,6 +195,8 @@ def planned(env: Mapping[str, str], cli: Mapping[str, Any], *, network: bool) ->
         return Planned(plan, None, found.note)
     try:
         meta = found.meta or checkpoint_meta(plan, offline=offline, retries=0)
+    except ModelUnavailableError:
+        raise  # a local path launch would refuse: plan refuses it too
     except SparkServeError as err:
         return Planned(plan, None, f"checkpoint metadata unavailable: {err.message}", derived)
     if meta is None:

@@ -18,42 +18,16 @@ from entrypoint import __version__
 from .collectors import GpuCollector, ScrapeCollector, SidecarCollector
 from .gpu import Nvml
 from .monitor import Monitor
+from .page import Snapshot, UpstreamPage
 from .settings import SidecarSettings
 
-
-class MetricsFetcher:
-    """Fetches vLLM's /metrics; concurrent scrapes share one request in flight."""
-
-    def __init__(self, client: httpx.AsyncClient, url: str, timeout: float) -> None:
-        self.client, self.url, self.timeout = client, url + "/metrics", timeout
-        self._inflight: asyncio.Future[tuple[str | None, float]] | None = None
-
-    async def _fetch(self) -> tuple[str | None, float]:
-        start = time.perf_counter()
-        try:
-            response = await self.client.get(self.url, timeout=self.timeout)
-            text = response.text if response.status_code == 200 else None
-        except httpx.HTTPError:
-            text = None
-        return text, time.perf_counter() - start
-
-    async def fetch(self) -> tuple[str | None, float]:
-        if self._inflight is not None:
-            return await asyncio.shield(self._inflight)
-        future: asyncio.Future[tuple[str | None, float]] = asyncio.get_running_loop().create_future()
-        self._inflight = future
-        try:
-            result = await self._fetch()
-            future.set_result(result)
-            return result
-        finally:
-            self._inflight = None
+OUTBOUND_CONNECTIONS = 8  # to vLLM: the monitor's poll and the shared scrape (generations have their own)
 
 
 def checks_document(monitor: Monitor) -> dict[str, Any]:
     """Warm-up, idle probe and heals, with the settings that drive them."""
     settings = monitor.settings
-    document = monitor.checks.to_json()
+    document = monitor.checks.to_json(monitor.clock())
     document["warmup"] = {
         "enabled": settings.warmup,
         "timeout_s": settings.warmup_timeout,
@@ -97,17 +71,30 @@ def status_document(monitor: Monitor) -> dict[str, Any]:
     }
 
 
+def metrics_page(monitor: Monitor, snapshot: Snapshot) -> bytes:
+    """vLLM's page passed through, then the sidecar's own series rendered now."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(SidecarCollector(monitor))
+    registry.register(GpuCollector(lambda: monitor.gpus.latest))
+    age = time.monotonic() - snapshot.at
+    registry.register(ScrapeCollector(snapshot.text is not None, snapshot.duration, age))
+    upstream = snapshot.text or b""
+    if upstream and not upstream.endswith(b"\n"):
+        upstream += b"\n"
+    return upstream + generate_latest(registry)
+
+
 def create_app(settings: SidecarSettings, nvml: Nvml | None = None) -> FastAPI:
-    gpus = nvml or Nvml()
     holder: dict[str, Any] = {}
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        limits = httpx.Limits(max_connections=64, max_keepalive_connections=32)
-        async with httpx.AsyncClient(limits=limits) as client:
-            monitor = Monitor(settings, client)
-            holder["monitor"] = monitor
-            holder["fetcher"] = MetricsFetcher(client, settings.vllm_url, settings.scrape_timeout)
+        limits = httpx.Limits(max_connections=OUTBOUND_CONNECTIONS, max_keepalive_connections=8)
+        own = httpx.Limits(max_connections=2, max_keepalive_connections=2)
+        async with httpx.AsyncClient(limits=limits) as client, httpx.AsyncClient(limits=own) as probes:
+            page = UpstreamPage(client, settings.vllm_url, settings.scrape_timeout)
+            monitor = Monitor(settings, client, nvml=nvml, probes=probes, page=page)
+            holder["monitor"], holder["page"] = monitor, page
             task = asyncio.create_task(monitor.run())
             try:
                 yield
@@ -115,6 +102,7 @@ def create_app(settings: SidecarSettings, nvml: Nvml | None = None) -> FastAPI:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+                await page.close()
 
     app = FastAPI(title="spark-serve sidecar", version=__version__, lifespan=lifespan)
 
@@ -141,15 +129,8 @@ def create_app(settings: SidecarSettings, nvml: Nvml | None = None) -> FastAPI:
 
     @app.get("/metrics")
     async def metrics() -> Response:
-        text, duration = await holder["fetcher"].fetch()
-        registry = CollectorRegistry(auto_describe=False)
-        registry.register(SidecarCollector(holder["monitor"]))
-        registry.register(GpuCollector(gpus))
-        registry.register(ScrapeCollector(text is not None, duration))
-        ours = generate_latest(registry)
-        upstream = (text or "").encode()
-        if upstream and not upstream.endswith(b"\n"):
-            upstream += b"\n"
-        return Response(upstream + ours, media_type=CONTENT_TYPE_LATEST)
+        monitor: Monitor = holder["monitor"]
+        snapshot = await holder["page"].for_scrape(max_age=max(3 * settings.poll_interval, 2.0))
+        return Response(metrics_page(monitor, snapshot), media_type=CONTENT_TYPE_LATEST)
 
     return app

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from prometheus_client.core import (
@@ -18,7 +18,7 @@ from entrypoint import __version__
 from entrypoint.state import PHASES
 
 from .generation import KINDS
-from .gpu import Nvml
+from .gpu import GpuReading
 from .monitor import Monitor
 
 
@@ -132,8 +132,19 @@ class CheckCollector(Collector):
         yield failures
         yield GaugeMetricFamily(
             "sparkserve_probe_failures_in_row",
-            "failed warm-ups or probes in a row that count toward a heal (HEAL_AFTER)",
+            "failed warm-ups, probes or confirmations in a row that count toward a heal (HEAL_AFTER)",
             value=checks.in_row,
+        )
+        stall = checks.stall
+        yield GaugeMetricFamily(
+            "sparkserve_engine_stalled_seconds",
+            "seconds token counters have not moved while requests ran (0: moving); confirmations ask",
+            value=stall.last.stalled_for if stall is not None else 0.0,
+        )
+        yield GaugeMetricFamily(
+            "sparkserve_engine_saturated",
+            "1 while requests wait and the KV cache is full: failed probes do not count toward a heal",
+            value=1.0 if checks.load.saturated else 0.0,
         )
         yield GaugeMetricFamily(
             "sparkserve_engine_hung",
@@ -148,8 +159,8 @@ class CheckCollector(Collector):
 class ScrapeCollector(Collector):
     """The outcome of this scrape's fetch of vLLM's /metrics."""
 
-    def __init__(self, up: bool, duration: float) -> None:
-        self.up, self.duration = up, duration
+    def __init__(self, up: bool, duration: float, age: float = 0.0) -> None:
+        self.up, self.duration, self.age = up, duration, age
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         yield GaugeMetricFamily(
@@ -158,14 +169,21 @@ class ScrapeCollector(Collector):
         yield GaugeMetricFamily(
             "sparkserve_vllm_scrape_duration_seconds", "time to fetch vLLM's /metrics", value=self.duration
         )
+        yield GaugeMetricFamily(
+            "sparkserve_vllm_page_age_seconds",
+            "age of the vLLM page in this scrape (a scrape takes the last page when a fetch is slow)",
+            value=self.age,
+        )
 
 
 class GpuCollector(Collector):
-    def __init__(self, nvml: Nvml) -> None:
-        self.nvml = nvml
+    """GPU series from the sampler's last readings (NVML is never called on a scrape)."""
+
+    def __init__(self, readings: Callable[[], list[GpuReading]]) -> None:
+        self.readings = readings
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
-        readings = self.nvml.read()
+        readings = self.readings()
         if not readings:
             return
         labels = ["gpu", "name"]

@@ -1,8 +1,10 @@
-"""The sidecar's own generations: the warm-up before ready and the idle probe.
+"""The sidecar's own generations: the warm-up before ready, the idle probe, and
+the confirmation that asks a stalled-looking engine for one token.
 
 Each is one short chat completion (a plain completion when the model has no
 chat template). Users tell them apart from their own traffic: the
-``X-Request-Id`` starts ``spark-serve-warmup-`` or ``spark-serve-probe-`` (vLLM
+``X-Request-Id`` starts ``spark-serve-warmup-``, ``spark-serve-probe-`` or
+``spark-serve-confirm-`` (vLLM
 uses it as the request id in its logs) and the ``User-Agent`` is
 ``spark-serve-sidecar/<version>``. vLLM counts them like any request, so
 ``sparkserve_probe_duration_seconds_count`` is what to subtract from its counters.
@@ -11,6 +13,7 @@ uses it as the request id in its logs) and the ``User-Agent`` is
 from __future__ import annotations
 
 import asyncio
+import errno
 import time
 import uuid
 from collections.abc import Callable
@@ -21,8 +24,11 @@ import httpx
 
 from entrypoint import __version__
 
-WARMUP, PROBE = "warmup", "probe"
-KINDS = (WARMUP, PROBE)
+WARMUP, PROBE, CONFIRM = "warmup", "probe", "confirm"
+KINDS = (WARMUP, PROBE, CONFIRM)
+# What each kind is called in a reason: "3 confirmations in a row failed".
+PLURAL = {WARMUP: "warm-ups", PROBE: "idle probes", CONFIRM: "confirmations"}
+SINGULAR = {WARMUP: "warm-up", PROBE: "idle probe", CONFIRM: "confirmation"}
 WARMUP_TOKENS = 16
 DRAFT_ROUNDS = 4  # speculative rounds a warm-up runs, so the drafter and verifier are built too
 PROMPT = "Say hello."
@@ -55,6 +61,23 @@ class Outcome:
             "error": self.error,
             "tokens": self.tokens,
         }
+
+
+LATE_S = 1.0  # a timeout this late is the sidecar's own overload, not the engine's silence
+_OWN_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM, errno.EADDRNOTAVAIL})
+
+
+def own_failure(err: httpx.HTTPError) -> bool:
+    """A failure on the sidecar's side: no free pooled connection, or no file
+    descriptor, buffer or local port to open one. Never counts toward a heal."""
+    if isinstance(err, httpx.PoolTimeout):
+        return True
+    cause: BaseException | None = err
+    while cause is not None:
+        if isinstance(cause, OSError) and cause.errno in _OWN_ERRNOS:
+            return True
+        cause = cause.__cause__ or cause.__context__
+    return False
 
 
 def _message(response: httpx.Response) -> str:
@@ -116,12 +139,19 @@ class Generator:
         def outcome(ok: bool, error: str | None = None, counts: bool = True, tokens: int = 0) -> Outcome:
             return Outcome(kind, ok, time.perf_counter() - start, self.clock(), error, counts, tokens)
 
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
         try:
             async with asyncio.timeout(timeout):
                 response = await self._exchange(model, max_tokens, kind)
         except TimeoutError:
+            late = loop.time() - deadline
+            if late > max(LATE_S, timeout * 0.1):  # the sidecar was too busy to read the answer
+                return outcome(False, f"the sidecar's own event loop ran {late:.1f}s late", counts=False)
             return outcome(False, f"no answer in {timeout:g}s")
         except httpx.HTTPError as err:
+            if own_failure(err):
+                return outcome(False, f"the sidecar could not open a connection: {err!r}", counts=False)
             return outcome(False, f"{type(err).__name__} from {self.url}")
         code = response.status_code
         if code == 200:

@@ -1,4 +1,4 @@
-"""GPU telemetry through NVML (nvidia-ml-py), read on each scrape.
+"""GPU telemetry through NVML (nvidia-ml-py), sampled off the event loop.
 
 Every reading is optional: a field NVML does not support is skipped, and
 without NVML or a GPU there are simply no GPU readings. On a GB10 (DGX Spark)
@@ -8,6 +8,8 @@ pool; system memory is reported instead, marked ``unified``.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -97,3 +99,63 @@ class Nvml:
             reading.memory_used_bytes, reading.memory_total_bytes = unified
             reading.memory_kind = "unified"
         return reading
+
+
+@dataclass(frozen=True)
+class GpuSample:
+    at: float
+    readings: list[GpuReading]
+
+
+class GpuSampler:
+    """NVML read off the event loop once per interval; scrapes and heal evidence
+    use the last readings and the recent history instead of calling NVML each time."""
+
+    def __init__(self, nvml: Nvml, interval: float, clock: Callable[[], float], keep: int = 600) -> None:
+        self.nvml, self.interval, self.clock, self.keep = nvml, interval, clock, keep
+        self.history: list[GpuSample] = []
+
+    @property
+    def latest(self) -> list[GpuReading]:
+        return self.history[-1].readings if self.history else []
+
+    async def sample(self) -> None:
+        readings = await asyncio.to_thread(self.nvml.read)
+        self.history = [*self.history[-(self.keep - 1) :], GpuSample(self.clock(), readings)]
+
+    async def run(self) -> None:
+        while True:
+            with contextlib.suppress(Exception):  # NVML failing mid-run: keep the last readings
+                await self.sample()
+            await asyncio.sleep(self.interval)
+
+    def since(self, start: float) -> dict[str, Any]:
+        """Power and utilization per GPU over the samples taken since ``start``."""
+        samples = [s for s in self.history if s.at >= start] or self.history[-1:]
+        per_gpu: dict[str, dict[str, Any]] = {}
+        for sample in samples:
+            for r in sample.readings:
+                entry = per_gpu.setdefault(
+                    str(r.index), {"name": r.name, "power_watts": [], "utilization": []}
+                )
+                if r.power_watts is not None:
+                    entry["power_watts"].append(round(r.power_watts, 1))
+                if r.utilization_ratio is not None:
+                    entry["utilization"].append(r.utilization_ratio)
+        return {
+            "samples": len(samples),
+            "from": samples[0].at if samples else None,
+            "gpus": {
+                index: {
+                    "name": e["name"],
+                    "power_watts_mean": _mean(e["power_watts"]),
+                    "power_watts_max": max(e["power_watts"], default=None),
+                    "utilization_mean": _mean(e["utilization"]),
+                }
+                for index, e in per_gpu.items()
+            },
+        }
+
+
+def _mean(values: list[float]) -> float | None:
+    return round(sum(values) / len(values), 3) if values else None

@@ -1,16 +1,30 @@
-"""Ending a hung engine so its restart policy brings it back.
+"""Ending a hung engine so its restart policy brings it back, with the evidence first.
 
 Why a signal from the sidecar: a hung vLLM keeps answering ``/health`` 200, so
 neither Docker's health check (which restarts nothing under compose) nor the
 engine's own process notices. The launcher execs vLLM, so the PID in its state
-file is vLLM's API server; with the PID's start time it names that process and
-no other (a reused PID never matches). SIGTERM first, so vLLM drains for its
-``--shutdown-timeout``; SIGKILL (the process and its children) when it has not
-exited :data:`KILL_GRACE_S` after that. The engine's exit ends its container, and
-``restart: unless-stopped`` starts it again, warm from the cache volumes.
+file is vLLM's API server; its start time in clock ticks since boot (a clock no
+NTP step moves) names that process and no other.
 
-Loops are bounded twice over: a heal needs :data:`~server.checks` to call an
-*up* start hung, and heals keep a back-off (``HEAL_BACKOFF_S``, doubled for each
+Before any signal the sidecar writes the evidence (:func:`write_evidence`):
+the reason, the last counters and gauges, GPU power and utilization during the
+stall, and every engine process (state, CPU time, threads) to
+``$STATE_DIR/heals/<time>-<start_id>.json``. Then, in order:
+
+1. SIGABRT to the API server's child processes (the engine core and its
+   workers, where a hang lives). The launcher sets ``PYTHONFAULTHANDLER=1``,
+   so each writes every thread's Python stack to the engine's log before it
+   ends: the stacks need no privilege beyond the signal the sidecar already
+   sends (``py-spy`` would need ptrace, which the sidecar does not have).
+2. SIGTERM to the API server, so vLLM drains for its ``--shutdown-timeout``.
+3. SIGABRT to whatever is left :data:`KILL_GRACE_S` after that (its stacks too),
+4. SIGKILL :data:`ABORT_GRACE_S` later (a stopped process handles nothing else).
+
+The engine's exit ends its container, and ``restart: unless-stopped`` starts it
+again, warm from the cache volumes.
+
+Loops are bounded twice over: a heal needs :mod:`server.checks` to call an *up*
+start hung, and heals keep a back-off (``HEAL_BACKOFF_S``, doubled for each
 heal in a row of a start that never got ready); a healed start that never got
 ready also counts as a failed start for the launcher's own restart back-off.
 """
@@ -23,14 +37,21 @@ import signal
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass, replace
+from pathlib import Path
 from typing import Any
 
 import psutil
 
 from entrypoint.errors import StateUnwritableError
-from entrypoint.state import HEALS_FILE, read_document, write_document
+from entrypoint.state import HEALS_FILE, read_document, start_ticks, write_document
 
 KILL_GRACE_S = 30.0  # beyond the drain timeout, for vLLM to free its memory and exit
+ABORT_GRACE_S = 10.0  # after SIGABRT, for faulthandler to write the stacks and the process to end
+HEALS_DIR = "heals"  # under STATE_DIR: one evidence file per heal
+STACKS = (
+    "written by each engine process to the engine's log on SIGABRT (PYTHONFAULTHANDLER): "
+    "look for 'Fatal Python error: Aborted' in `docker compose logs vllm`"
+)
 MAX_BACKOFF_S = 1800.0
 KEEP = 20  # heal records kept in heals.json
 EXIT_POLL_S = 0.5
@@ -43,8 +64,9 @@ class HealRecord:
     pid: int
     reason: str
     was_ready: bool  # the healed start had answered its warm-up
-    signal: str  # the last signal sent: SIGTERM, or SIGKILL when it did not exit in time
+    signal: str  # the last signal sent to the API server: SIGTERM, SIGABRT or SIGKILL
     exited: bool | None = None  # None while waiting for the exit
+    evidence: str | None = None  # the evidence file under STATE_DIR/heals/
 
     @classmethod
     def from_json(cls, data: Any) -> HealRecord | None:
@@ -59,6 +81,7 @@ class HealRecord:
                 bool(data["was_ready"]),
                 str(data["signal"]),
                 None if data.get("exited") is None else bool(data["exited"]),
+                None if data.get("evidence") is None else str(data["evidence"]),
             )
         except (KeyError, TypeError, ValueError):
             return None
@@ -85,14 +108,19 @@ def backoff_left(history: Sequence[HealRecord], now: float, base_s: float) -> fl
     return max(history[-1].at + gap - now, 0.0)
 
 
-def find_engine(pid: Any, started_at: Any) -> psutil.Process | None:
+def find_engine(pid: Any, started_at: Any, ticks: Any = None) -> psutil.Process | None:
     """The engine process the launcher recorded, or None when it is gone, a
-    zombie, or the PID now names another process."""
-    if not isinstance(pid, int) or not isinstance(started_at, (int, float)):
+    zombie, or the PID now names another process. ``ticks`` (its start in clock
+    ticks since boot) decides when the launcher recorded it; else the wall-clock
+    start time within 1 s (a state written before ticks were recorded)."""
+    if not isinstance(pid, int):
         return None
     try:
         proc = psutil.Process(pid)
-        if abs(proc.create_time() - float(started_at)) > 1.0:
+        if isinstance(ticks, int):
+            if start_ticks(pid) != ticks:
+                return None
+        elif not isinstance(started_at, (int, float)) or abs(proc.create_time() - float(started_at)) > 1.0:
             return None
         if proc.status() == psutil.STATUS_ZOMBIE:
             return None
@@ -118,22 +146,65 @@ async def _exited(proc: psutil.Process, within: float, sleep: Callable[[float], 
     return True
 
 
+def family(proc: psutil.Process) -> list[psutil.Process]:
+    """The API server's children (engine core, workers), then the API server."""
+    try:
+        children = proc.children(recursive=True)
+    except psutil.Error:
+        children = []
+    return [*children, proc]
+
+
+def _signal_all(members: Sequence[psutil.Process], signum: signal.Signals) -> int:
+    sent = 0
+    for member in members:
+        with contextlib.suppress(psutil.Error):
+            member.send_signal(signum)
+            sent += 1
+    return sent
+
+
+def processes(proc: psutil.Process) -> list[dict[str, Any]]:
+    """What can be read of each engine process without privilege (for the evidence)."""
+    rows: list[dict[str, Any]] = []
+    for member in family(proc):
+        try:
+            with member.oneshot():
+                cpu = member.cpu_times()
+                rows.append(
+                    {
+                        "pid": member.pid,
+                        "name": member.name(),
+                        "status": member.status(),
+                        "threads": member.num_threads(),
+                        "cpu_user_s": round(cpu.user, 2),
+                        "cpu_system_s": round(cpu.system, 2),
+                        "rss_bytes": member.memory_info().rss,
+                    }
+                )
+        except psutil.Error:
+            continue
+    return rows
+
+
 async def end_engine(
     proc: psutil.Process,
     drain_s: float,
-    on_escalate: Callable[[], None],
+    on_escalate: Callable[[str], None],
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
 ) -> bool:
-    """After the SIGTERM: SIGKILL the process and its children when it has not
-    exited within ``drain_s`` + :data:`KILL_GRACE_S`; True once it has exited."""
+    """After the SIGTERM: SIGABRT what is left of the family when the API server has not
+    exited within ``drain_s`` + :data:`KILL_GRACE_S`, SIGKILL :data:`ABORT_GRACE_S` later;
+    True once it has exited."""
     if await _exited(proc, drain_s + KILL_GRACE_S, sleep):
         return True
-    on_escalate()
-    with contextlib.suppress(psutil.Error):
-        family = [*proc.children(recursive=True), proc]
-        for member in family:
-            with contextlib.suppress(psutil.Error):
-                member.kill()
+    on_escalate("SIGABRT")
+    members = family(proc)
+    _signal_all(members, signal.SIGABRT)
+    if await _exited(proc, ABORT_GRACE_S, sleep):
+        return True
+    on_escalate("SIGKILL")
+    _signal_all(family(proc) or members, signal.SIGKILL)
     return await _exited(proc, KILL_GRACE_S, sleep)
 
 
@@ -144,15 +215,46 @@ def not_found(pid: Any) -> str:
     )
 
 
+def write_evidence(state_dir: str, record: HealRecord, evidence: dict[str, Any]) -> str | None:
+    """The evidence file for ``record`` (None when STATE_DIR cannot be written)."""
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(record.at))
+    name = f"{HEALS_DIR}/{stamp}-{record.start_id}.json"
+    document = {**evidence, "heal": {k: v for k, v in record.to_json().items() if k != "evidence"}}
+    try:
+        write_document(state_dir, name, document)
+    except StateUnwritableError:
+        return None
+    with contextlib.suppress(OSError):  # keep as many evidence files as heal records
+        for old in sorted((Path(state_dir) / HEALS_DIR).glob("*.json"))[:-KEEP]:
+            old.unlink(missing_ok=True)
+    return str(Path(state_dir) / name)
+
+
+def latest_evidence(state_dir: str) -> dict[str, Any] | None:
+    """The newest evidence file, for /status after a sidecar restart."""
+    folder = Path(state_dir) / HEALS_DIR
+    try:
+        newest = max(folder.glob("*.json"), default=None)
+    except OSError:
+        return None
+    found = read_document(folder, newest.name) if newest is not None else None
+    return found if isinstance(found, dict) else None
+
+
+Evidence = Callable[[], dict[str, Any]]
+
+
 class Healer:
     """Ends a hung engine at most once per start, with a back-off between heals;
-    each heal is kept in ``heals.json`` so a restarted sidecar keeps the back-off."""
+    each heal is kept in ``heals.json`` (and its evidence under ``heals/``) so a
+    restarted sidecar keeps the back-off and shows the last heal."""
 
     def __init__(
         self, enabled: bool, backoff_s: float, state_dir: str, clock: Callable[[], float] = time.time
     ) -> None:
         self.enabled, self.backoff_s, self.state_dir, self.clock = enabled, backoff_s, state_dir, clock
         self.history = records(read_document(state_dir, HEALS_FILE))
+        self.last_evidence = latest_evidence(state_dir) if self.history else None
         self.total = 0  # heals by this sidecar process (the counter)
         self.blocked: str | None = None  # why a hung engine was not ended
         self.task: asyncio.Task[None] | None = None
@@ -162,8 +264,15 @@ class Healer:
         with contextlib.suppress(StateUnwritableError):  # read-only STATE_DIR: kept in memory only
             write_document(self.state_dir, HEALS_FILE, [r.to_json() for r in self.history])
 
-    def consider(self, state: dict[str, Any] | None, hung: str | None, was_ready: bool) -> None:
-        """Heal when ``hung`` names why the engine of ``state``'s start is hung."""
+    def consider(
+        self,
+        state: dict[str, Any] | None,
+        hung: str | None,
+        was_ready: bool,
+        evidence: Evidence = dict,
+    ) -> None:
+        """Heal when ``hung`` names why the engine of ``state``'s start is hung;
+        ``evidence`` gives what the monitor saw, recorded before any signal."""
         self.blocked = None
         if hung is None or self.busy():
             return
@@ -177,18 +286,17 @@ class Healer:
             self.blocked = "this engine start was already healed; waiting for its restart"
         elif (left := backoff_left(self.history, self.clock(), self.backoff_s)) > 0:
             self.blocked = f"heal back-off: the next heal is allowed in {left:.0f}s (HEAL_BACKOFF_S)"
-        elif (proc := find_engine(pid, state.get("pid_started_at"))) is None:
+        elif (proc := find_engine(pid, state.get("pid_started_at"), state.get("pid_start_ticks"))) is None:
             self.blocked = not_found(pid)
         else:
-            self._begin(
-                proc,
-                HealRecord(self.clock(), str(start_id), proc.pid, hung, was_ready, "SIGTERM"),
-                float(state.get("shutdown_timeout") or 0),
-            )
+            record = HealRecord(self.clock(), str(start_id), proc.pid, hung, was_ready, "SIGTERM")
+            self._begin(proc, record, float(state.get("shutdown_timeout") or 0), evidence)
 
-    def _begin(self, proc: psutil.Process, record: HealRecord, drain_s: float) -> None:
+    def _begin(self, proc: psutil.Process, record: HealRecord, drain_s: float, evidence: Evidence) -> None:
+        found = {**evidence(), "processes": processes(proc), "stacks": STACKS}
+        children = family(proc)[:-1]
         try:
-            proc.send_signal(signal.SIGTERM)
+            proc.send_signal(0)  # permitted at all? (the children get the same answer)
         except psutil.NoSuchProcess:
             self.blocked = not_found(record.pid)
             return
@@ -197,6 +305,11 @@ class Healer:
                 f"not permitted to signal engine PID {record.pid}: run the sidecar as the engine's user"
             )
             return
+        record = replace(record, evidence=write_evidence(self.state_dir, record, found))
+        self.last_evidence = {**found, "heal": record.to_json()}
+        _signal_all(children, signal.SIGABRT)  # their stacks to the log, then they end
+        with contextlib.suppress(psutil.Error):
+            proc.send_signal(signal.SIGTERM)
         self.total += 1
         self._save(record)
         self.task = asyncio.create_task(self._finish(proc, record, drain_s))
@@ -204,8 +317,8 @@ class Healer:
     async def _finish(self, proc: psutil.Process, record: HealRecord, drain_s: float) -> None:
         current = [record]
 
-        def escalate() -> None:
-            current[0] = replace(record, signal="SIGKILL")
+        def escalate(name: str) -> None:
+            current[0] = replace(current[0], signal=name)
             self._save(current[0])
 
         exited = await end_engine(proc, drain_s, escalate)
@@ -228,4 +341,5 @@ class Healer:
             "blocked": self.blocked,
             "in_progress": self.busy(),
             "recent": [r.to_json() for r in self.history[-5:]],
+            "last_evidence": self.last_evidence,
         }

@@ -1,4 +1,5 @@
-"""``spark-serve sidecar``: bind first (a clear error if the port is taken), then serve."""
+"""``spark-serve sidecar``: bind first (a clear error if the port is taken), then serve
+with a bound on connections and a header timeout (:mod:`server.limits`)."""
 
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ def run(env: Mapping[str, str], cli: Mapping[str, str | None]) -> int:
     import uvicorn
 
     from .app import create_app
+    from .limits import connection_cap, guarded_protocol
 
     settings = load_settings(env, cli)
     sock = socket.socket(socket.AF_INET6 if ":" in settings.sidecar_host else socket.AF_INET)
@@ -35,6 +37,14 @@ def run(env: Mapping[str, str], cli: Mapping[str, str | None]) -> int:
         raise SidecarBindError(
             settings.sidecar_host, settings.sidecar_port, err.strerror or str(err)
         ) from err
-    config = uvicorn.Config(create_app(settings), log_level="warning", access_log=False, lifespan="on")
+    cap = connection_cap()
+    config = uvicorn.Config(
+        create_app(settings),
+        log_level="warning",
+        access_log=False,
+        lifespan="on",
+        http=guarded_protocol(cap),
+        backlog=min(cap, 2048),
+    )
     uvicorn.Server(config).run(sockets=[sock])
     return 0

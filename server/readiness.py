@@ -1,7 +1,8 @@
 """What "ready" means (pure): the launcher is serving, every node of a cluster
-is in, vLLM's /health is 200,
-the served model is listed, a warm-up generation returned, the last idle probe
-(if any failed since) answered, and the engine makes progress."""
+is in, vLLM's /health is 200, the served model is listed, a warm-up generation
+returned, and the last warm-up, idle probe or confirmation (if any failed since)
+answered. Frozen token counters alone never make an engine unready: they start
+a confirmation (:mod:`server.checks`), whose answer decides."""
 
 from __future__ import annotations
 
@@ -21,8 +22,6 @@ class EngineView:
 
     health_ok: bool
     models: tuple[str, ...] | None  # None: /v1/models did not answer
-    running: float  # requests running (vllm:num_requests_running)
-    stalled_for: float  # seconds the token counters have not moved while requests ran
     error: str | None = None
 
 
@@ -31,16 +30,6 @@ class Verdict:
     ready: bool
     phase: str
     reason: str
-
-
-def stall(view: EngineView, window: float) -> str | None:
-    """Why the engine counts as stalled: requests run, tokens do not move."""
-    if view.running > 0 and view.stalled_for > window:
-        return (
-            f"engine stalled: {view.running:g} requests running, "
-            f"no token progress for {view.stalled_for:.0f}s"
-        )
-    return None
 
 
 def cluster_gap(cluster: dict[str, Any] | None) -> str | None:
@@ -58,7 +47,6 @@ def cluster_gap(cluster: dict[str, Any] | None) -> str | None:
 def decide(
     state: dict[str, Any] | None,
     view: EngineView,
-    window: float,
     checks: CheckView = WARM,
     cluster: dict[str, Any] | None = None,
 ) -> Verdict:
@@ -82,9 +70,6 @@ def decide(
         return Verdict(False, "starting", "vLLM /v1/models did not answer")
     if served and served not in view.models:
         return Verdict(False, "starting", f"served model '{served}' is not listed by /v1/models")
-    stalled = stall(view, window)
-    if stalled:
-        return Verdict(False, "serving", stalled)
     if not checks.warm:
         return Verdict(False, "warming-up", checks.failure or checks.waiting)
     if checks.failure:

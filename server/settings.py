@@ -6,13 +6,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from entrypoint.plan.options import (
+    DAY_S,
     Option,
     OptionValueError,
+    count,
     parse_port,
-    parse_positive_count,
-    parse_seconds,
     parse_switch,
     parse_text,
+    seconds,
 )
 from entrypoint.plan.resolve import default_state_dir, parse_option, read_raw
 
@@ -40,18 +41,22 @@ SIDECAR_OPTIONS: tuple[Option, ...] = (
         "ready_window",
         "READY_PROGRESS_WINDOW",
         "--ready-window",
-        parse_seconds,
+        seconds(1, DAY_S),
         "seconds without token progress, while requests run, before not ready",
     ),
     Option(
         "poll_interval",
         "READY_POLL_INTERVAL",
         "--poll-interval",
-        parse_seconds,
+        seconds(0.05, 60),
         "seconds between engine checks",
     ),
     Option(
-        "scrape_timeout", "SCRAPE_TIMEOUT", "--scrape-timeout", parse_seconds, "timeout for vLLM's /metrics"
+        "scrape_timeout",
+        "SCRAPE_TIMEOUT",
+        "--scrape-timeout",
+        seconds(0.1, 300),
+        "timeout for vLLM's /metrics",
     ),
     Option(
         "warmup",
@@ -64,21 +69,21 @@ SIDECAR_OPTIONS: tuple[Option, ...] = (
         "warmup_timeout",
         "WARMUP_TIMEOUT",
         "--warmup-timeout",
-        parse_seconds,
+        seconds(1, DAY_S),
         "seconds the warm-up generation may take before it counts as failed",
     ),
     Option(
         "probe_interval",
         "PROBE_INTERVAL",
         "--probe-interval",
-        parse_seconds,
+        seconds(0.5, DAY_S),
         "seconds with no request completed (and none running) before a one-token probe",
     ),
     Option(
         "probe_timeout",
         "PROBE_TIMEOUT",
         "--probe-timeout",
-        parse_seconds,
+        seconds(1, 3600),
         "seconds a probe may take before it counts as failed",
     ),
     Option(
@@ -100,14 +105,14 @@ SIDECAR_OPTIONS: tuple[Option, ...] = (
         "heal_after",
         "HEAL_AFTER",
         "--heal-after",
-        parse_positive_count,
+        count(1, 100),
         "failed warm-ups or probes in a row that make the engine hung",
     ),
     Option(
         "heal_backoff_s",
         "HEAL_BACKOFF_S",
         "--heal-backoff-s",
-        parse_seconds,
+        seconds(1, DAY_S),
         "least seconds between heals, doubled while healed engines never got ready (at most 1800)",
     ),
 )

@@ -17,7 +17,7 @@ MIN = "repo: a/b\nserved_model_name: m\nquantization: none\nhardware: {min_memor
 
 E = ExitCode
 # (id, argv, env, profile text written as PROFILES_DIR/bad.yaml or None, exit code, substrings)
-CASES: list[tuple[str, list[str], dict[str, str], str | None, ExitCode, list[str]]] = [
+CASES: list[tuple[str, list[str], dict[str, str], str | bytes | None, ExitCode, list[str]]] = [
     (
         "model-typo",
         ["plan"],
@@ -265,6 +265,57 @@ CASES: list[tuple[str, list[str], dict[str, str], str | None, ExitCode, list[str
     ),
     ("flag-len-zero", ["plan", "--max-model-len", "0"], {}, None, E.SETTING_INVALID, ["--max-model-len"]),
     (
+        "profile-binary",
+        ["plan"],
+        {"PROFILE": "bad"},
+        b"\x89PNG\r\n\x1a\n\xff\xfe",
+        E.PROFILE_SYNTAX,
+        ["bad.yaml", "UTF-8"],
+    ),
+    (
+        "reserve-inf",
+        ["plan"],
+        {"MEMORY_RESERVE_GB": "inf"},
+        None,
+        E.SETTING_INVALID,
+        ["MEMORY_RESERVE_GB", "finite"],
+    ),
+    (
+        "reserve-huge",
+        ["plan"],
+        {"MEMORY_RESERVE_GB": "1e300"},
+        None,
+        E.SETTING_INVALID,
+        ["MEMORY_RESERVE_GB"],
+    ),
+    (
+        "progress-tiny",
+        ["plan"],
+        {"PROGRESS_INTERVAL": "1e-300"},
+        None,
+        E.SETTING_INVALID,
+        ["PROGRESS_INTERVAL"],
+    ),
+    (
+        "len-huge",
+        ["plan"],
+        {"MAX_MODEL_LEN": "9" * 21},
+        None,
+        E.SETTING_INVALID,
+        ["MAX_MODEL_LEN", "16777216"],
+    ),
+    ("plan-model-a-file", ["plan"], {"MODEL": "/etc/passwd"}, None, E.MODEL_UNAVAILABLE, ["/etc/passwd"]),
+    (
+        "plan-model-name-too-long",
+        ["plan"],
+        {"MODEL": "/tmp/" + "a" * 300},
+        None,
+        E.MODEL_UNAVAILABLE,
+        ["model /tmp/aaa", "255 characters"],
+    ),
+    ("model-name-too-long", ["plan"], {"MODEL": "a" * 300}, None, E.UNKNOWN_PROFILE, ["MODEL"]),
+    ("repo-name-too-long", ["plan"], {"MODEL": "o/" + "a" * 300}, None, E.UNKNOWN_PROFILE, ["MODEL"]),
+    (
         "profile-with-bad-model",
         ["plan"],
         {"PROFILE": "qwen3-4b-nvfp4", "MODEL": "no such"},
@@ -283,13 +334,14 @@ def test_bad_input_is_one_line_with_its_exit_code(
     case: str,
     argv: list[str],
     env: dict[str, str],
-    profile: str | None,
+    profile: str | bytes | None,
     code: ExitCode,
     needles: list[str],
 ) -> None:
     extra = dict(env)
     if profile is not None:
-        (tmp_path / "bad.yaml").write_text(profile)
+        bad = tmp_path / "bad.yaml"
+        bad.write_bytes(profile) if isinstance(profile, bytes) else bad.write_text(profile)
         extra["PROFILES_DIR"] = f"{PROFILES}:{tmp_path}"
     result = run_cli(argv, clean_env(STATE_DIR=str(tmp_path / "state"), **extra))
     assert result.code == code, result.stderr

@@ -157,3 +157,46 @@ def test_a_driver_without_cuda_13_fails(tmp_path: Path) -> None:
     lines = gb10(tmp_path, available_gib=100, free_gib=90, cuda=12080)
     driver = lines["driver"]
     assert driver.status == "fail" and "CUDA 12.8" in driver.detail and "580" in driver.fix
+
+
+def test_doctor_shows_the_last_heal_and_where_its_evidence_is(tmp_path: Path) -> None:
+    """A real heal by the sidecar's healer (of a real process), then the real CLI."""
+    import asyncio
+    import subprocess
+    import sys
+
+    import psutil
+
+    from entrypoint.state import start_ticks
+    from server.heal import Healer
+
+    with small_model_hub() as hub:
+        env = env_for(hub, tmp_path, HF_TOKEN="hf_good")
+        engine = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+        launched = {
+            "phase": "starting",
+            "start_id": "s1",
+            "pid": engine.pid,
+            "pid_started_at": psutil.Process(engine.pid).create_time(),
+            "pid_start_ticks": start_ticks(engine.pid),
+        }
+
+        async def heal() -> Healer:
+            healer = Healer(True, 60.0, env["STATE_DIR"])
+            healer.consider(launched, "3 confirmations in a row failed", True, lambda: {"why": "test"})
+            assert healer.task is not None
+            await asyncio.wait_for(healer.task, 20)
+            return healer
+
+        try:
+            healer = asyncio.run(heal())
+        finally:
+            engine.kill()
+            engine.wait()
+        code, doc, _ = doctor(env)
+    (line,) = by_name(doc)["heal"]
+    evidence = healer.history[-1].evidence
+    assert evidence is not None and Path(evidence).is_file()
+    assert line["status"] == "warn" and "3 confirmations in a row failed" in line["detail"]
+    assert "engine start s1" in line["detail"] and evidence in line["fix"]
+    assert "Fatal Python error: Aborted" in line["fix"] and code == ExitCode.OK

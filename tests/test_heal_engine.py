@@ -64,3 +64,13 @@ def test_a_stopped_engine_is_ended_but_never_before_it_was_up(
     assert done["signal"] == "SIGKILL" and done["was_ready"] is True
     assert done["reason"] == "2 idle probes in a row failed (HEAL_AFTER 2); last: no answer in 3s"
     assert heal["total"] == 1 and "sparkserve_heals_total 1.0" in metrics and ready == 503
+    # The evidence was written before the first signal: the reason, what the engine's
+    # processes were doing, and the stacks, which its engine core wrote to the log on SIGABRT.
+    evidence = json.loads(Path(done["evidence"]).read_text())
+    assert evidence["reason"] == done["reason"] and evidence["heal"]["signal"] == "SIGTERM"
+    by_pid = {p["pid"]: p for p in evidence["processes"]}
+    assert by_pid[proc.pid]["status"] == "stopped" and len(by_pid) >= 2  # the API server and its core
+    assert evidence["checks"]["probe"]["failures_in_row"] == 2 and "gpu" in evidence
+    assert heal["last_evidence"]["heal"]["evidence"] == done["evidence"]
+    log = (tmp_path / "engine.log").read_text(errors="replace")
+    assert "Fatal Python error: Aborted" in log and "most recent call first" in log

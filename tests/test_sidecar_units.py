@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
@@ -12,14 +14,14 @@ from prometheus_client.utils import floatToGoString
 
 from entrypoint.errors import SettingError
 from server.collectors import GpuCollector, SidecarCollector
-from server.gpu import Nvml, system_memory
+from server.gpu import GpuSampler, Nvml, system_memory
 from server.monitor import EngineCounters, Monitor, engine_counters
 from server.readiness import EngineView, decide
 from server.settings import load_settings
 from tests.support.nvml import FakeNvml
 from tests.support.prom import promtool
 
-UP = EngineView(True, ("m",), 0.0, 0.0)
+UP = EngineView(True, ("m",))
 SERVING = {"phase": "starting", "served_model_name": "m"}
 
 
@@ -29,11 +31,10 @@ SERVING = {"phase": "starting", "served_model_name": "m"}
         (None, UP, False, "pending", "launcher is pending"),
         ({"phase": "downloading"}, UP, False, "downloading", "launcher is downloading"),
         ({"phase": "failed", "error": "boom; fix"}, UP, False, "failed", "boom; fix"),
-        (SERVING, EngineView(False, None, 0, 0, "ConnectError"), False, "starting", "ConnectError"),
-        (SERVING, EngineView(True, None, 0, 0), False, "starting", "/v1/models did not answer"),
-        (SERVING, EngineView(True, ("other",), 0, 0), False, "starting", "'m' is not listed"),
-        (SERVING, EngineView(True, ("m",), 2, 61), False, "serving", "engine stalled: 2 requests running"),
-        (SERVING, EngineView(True, ("m",), 2, 30), True, "serving", "ready"),
+        (SERVING, EngineView(False, None, "ConnectError"), False, "starting", "ConnectError"),
+        (SERVING, EngineView(True, None), False, "starting", "/v1/models did not answer"),
+        (SERVING, EngineView(True, ("other",)), False, "starting", "'m' is not listed"),
+        (SERVING, EngineView(True, ("m",)), True, "serving", "ready"),
         (SERVING, UP, True, "serving", "ready"),
         (
             {"phase": "waiting-for-memory", "waiting": {"reason": "needs 70.0 GB available, 3.0 GB is"}},
@@ -55,7 +56,7 @@ SERVING = {"phase": "starting", "served_model_name": "m"}
 def test_readiness_rules(
     state: dict[str, Any] | None, view: EngineView, ready: bool, phase: str, reason: str
 ) -> None:
-    verdict = decide(state, view, window=60)
+    verdict = decide(state, view)
     assert (verdict.ready, verdict.phase) == (ready, phase)
     assert reason in verdict.reason
 
@@ -74,13 +75,21 @@ def test_engine_counters_sum_running_waiting_tokens_and_finished() -> None:
         'vllm:request_success_total{engine="0",finished_reason="length",model_name="m"} 5.0\n'
         'vllm:request_success_total{engine="0",finished_reason="stop",model_name="m"} 2.0\n'
         'vllm:request_success_total{engine="0",finished_reason="abort",model_name="m"} 9.0\n'
+        "# TYPE vllm:kv_cache_usage_perc gauge\n"
+        'vllm:kv_cache_usage_perc{engine="0",model_name="m"} 0.25\n'
+        'vllm:kv_cache_usage_perc{engine="1",model_name="m"} 0.5\n'
     )
-    assert engine_counters(text) == EngineCounters(running=3.0, waiting=2.0, tokens=142.0, finished=7.0)
+    assert engine_counters(text) == EngineCounters(
+        running=3.0, waiting=2.0, tokens=142.0, finished=7.0, kv_usage=0.5
+    )
 
 
 def scrape(nvml: Nvml) -> str:
+    """The GPU series as a scrape renders them from the sampler's last readings."""
+    sampler = GpuSampler(nvml, 1.0, time.time)
+    asyncio.run(sampler.sample())  # NVML read off the event loop, as the sidecar does
     registry = CollectorRegistry()
-    registry.register(GpuCollector(nvml))
+    registry.register(GpuCollector(lambda: sampler.latest))
     return generate_latest(registry).decode()
 
 
@@ -118,7 +127,7 @@ def test_system_memory_reads_meminfo(tmp_path: Path) -> None:
 def test_waiting_for_memory_is_a_phase_with_its_figures(tmp_path: Path) -> None:
     monitor = Monitor(load_settings({"STATE_DIR": str(tmp_path)}, {}), client=None)  # type: ignore[arg-type]
     monitor.state = {"phase": "waiting-for-memory", "waiting": {"need_bytes": 7e10, "available_bytes": 3e9}}
-    monitor.verdict = decide(monitor.state, UP, window=60)
+    monitor.verdict = decide(monitor.state, UP)
     registry = CollectorRegistry()
     registry.register(SidecarCollector(monitor))
     text = generate_latest(registry).decode()
@@ -204,7 +213,7 @@ CLUSTER_IN = {
 def test_ready_only_when_every_node_of_a_cluster_is_in(
     cluster: dict[str, Any], ready: bool, reason: str
 ) -> None:
-    verdict = decide(SERVING, UP, window=60, cluster=cluster)
+    verdict = decide(SERVING, UP, cluster=cluster)
     assert verdict.ready is ready and reason in verdict.reason
 
 

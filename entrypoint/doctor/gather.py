@@ -22,7 +22,7 @@ from ..errors import SparkServeError
 from ..plan.memory import MemoryPlan
 from ..plan.resolve import Plan
 from ..plan.restarts import start_need_bytes
-from ..state import read_state
+from ..state import HEALS_FILE, read_document, read_state
 from ..versions import installed, torch_cuda
 
 if TYPE_CHECKING:
@@ -75,6 +75,7 @@ class Facts:
     caches: list[tuple[str, str, str, int | None]] = field(default_factory=list)
     ports: list[PortFacts] = field(default_factory=list)
     launcher: dict[str, Any] | None = None
+    last_heal: dict[str, Any] | None = None  # the newest record of heals.json
 
 
 def count_files(path: Path, limit: int = 1000) -> int | None:
@@ -201,4 +202,9 @@ def gather(
         facts.caches.append((what, variable, str(path), count_files(path)))
     state_dir = plan.value("state_dir") if plan is not None else None
     facts.launcher = read_state(state_dir) if state_dir else None
+    heals = read_document(state_dir, HEALS_FILE) if state_dir else None
+    if isinstance(heals, list) and heals and isinstance(heals[-1], dict):
+        facts.last_heal = max(
+            (h for h in heals if isinstance(h, dict)), key=lambda h: float(h.get("at") or 0)
+        )
     return facts

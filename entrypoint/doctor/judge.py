@@ -6,6 +6,7 @@ it. A ``warn`` starts, but slower or with less than it could.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -264,7 +265,23 @@ def launcher(f: Facts) -> Iterator[Line]:
         yield Line("launcher", "ok", f"phase {phase}")
 
 
-SECTIONS = (gpu, hardware, memory, plan, disk, hub, versions, caches, ports, launcher)
+def heal(f: Facts) -> Iterator[Line]:
+    """The sidecar's last heal of a hung engine, and where its evidence is."""
+    last = f.last_heal
+    if not last:
+        return
+    when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(float(last.get("at") or 0)))
+    evidence = last.get("evidence") or "not written (STATE_DIR was read-only)"
+    yield Line(
+        "heal",
+        "warn",
+        f"last heal {when} (engine start {last.get('start_id')}, {last.get('signal')}): {last.get('reason')}",
+        f"read the evidence in {evidence}; the engine's Python stacks are in its log "
+        "('Fatal Python error: Aborted' in docker compose logs vllm)",
+    )
+
+
+SECTIONS = (gpu, hardware, memory, plan, disk, hub, versions, caches, ports, launcher, heal)
 
 
 def judge(facts: Facts) -> list[Line]:

@@ -11,6 +11,7 @@ snapshot is used only once its manifest says it is complete.
 
 from __future__ import annotations
 
+import re
 import shutil
 import sys
 from collections.abc import Callable
@@ -22,6 +23,7 @@ from ..errors import (
     HubNotFoundError,
     HubUnreachableError,
     IntegrityError,
+    ListingInvalidError,
     SnapshotIncompleteError,
 )
 from .fetch import fetch_all
@@ -49,6 +51,16 @@ def check_disk(needed: int, available: int, where: str) -> None:
         raise DiskFullError(where, needed + margin, available)
 
 
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+
+
+def checked_sha256(repo: str, path: str, value: Any) -> str:
+    """The listing's sha256 of an LFS file, which names files on disk: 64 hex digits or refused."""
+    if not isinstance(value, str) or not _SHA256.match(value):
+        raise ListingInvalidError(repo, path, str(value))
+    return value
+
+
 def remote_files(req: DownloadRequest) -> tuple[str, list[RepoFile]]:
     from huggingface_hub import HfApi
 
@@ -61,7 +73,7 @@ def remote_files(req: DownloadRequest) -> tuple[str, list[RepoFile]]:
         RepoFile(
             s.rfilename,
             int(s.size or (s.lfs.size if s.lfs else 0) or 0),
-            s.lfs.sha256 if s.lfs else None,
+            checked_sha256(req.repo, s.rfilename, s.lfs.sha256) if s.lfs else None,
             s.blob_id,
         )
         for s in info.siblings or []
@@ -122,7 +134,7 @@ def _download_once(req: DownloadRequest, on_update: OnUpdate) -> tuple[Path, Man
     manifest = Manifest.load(req.repo, commit) or Manifest(req.repo, commit, files)
     manifest.files = files
     manifest.save()
-    prune_partials({f.sha256 for f in files if f.sha256})
+    prune_partials(req.repo, files)
     missing = [
         f
         for f in files

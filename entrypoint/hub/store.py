@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..state import atomic_write
 from .patterns import RepoFile
 
 
@@ -57,20 +58,35 @@ def partial_size(sha256: str) -> int:
         return 0
 
 
-def prune_partials(keep: set[str]) -> list[Path]:
-    """Remove partial files for anything not being downloaded now, and
-    huggingface_hub's own per-process ``*.incomplete`` leftovers. Returns what was removed."""
+def prune_partials(repo: str, files: list[RepoFile]) -> list[Path]:
+    """Remove the leftovers of this snapshot's downloads, and only those nobody is writing:
+
+    - spark-serve's ``<sha256>.part`` of a file of this snapshot whose blob is now in
+      the cache (another repository's partials are kept: they resume when it is served);
+    - huggingface_hub's ``<etag>.<id>.incomplete`` in this repository's blobs, for a
+      file of this snapshot, when huggingface_hub's own lock for that file is free
+      (held, another process is writing it).
+
+    Called with :func:`download_lock` held. Returns what was removed."""
+    from filelock import FileLock, Timeout
+
     removed: list[Path] = []
-    directory = own_dir() / "partial"
-    if directory.is_dir():
-        for path in directory.glob("*.part"):
-            if path.stem not in keep:
+    for spec in files:
+        if spec.sha256 and has_blob(repo, spec.sha256) and partial_path(spec.sha256).exists():
+            partial_path(spec.sha256).unlink(missing_ok=True)
+            removed.append(partial_path(spec.sha256))
+    blobs, etags = repo_cache_dir(repo) / "blobs", {f.sha256 or f.blob_id for f in files} - {None}
+    locks = hub_cache() / ".locks" / repo_cache_dir(repo).name
+    for path in sorted(blobs.glob("*.incomplete")) if blobs.is_dir() else []:
+        etag = path.name.split(".", 1)[0]
+        if etag not in etags:
+            continue
+        try:
+            with FileLock(str(locks / f"{etag}.lock"), timeout=0):
                 path.unlink(missing_ok=True)
                 removed.append(path)
-    if hub_cache().is_dir():
-        for path in hub_cache().glob("models--*/blobs/*.incomplete"):
-            path.unlink(missing_ok=True)
-            removed.append(path)
+        except (Timeout, OSError):  # being written now, or the lock folder is not ours to create
+            continue
     return removed
 
 
@@ -131,7 +147,6 @@ class Manifest:
     def save(self) -> None:
         target = self.path_for(self.repo, self.commit)
         target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_suffix(".tmp")
         doc = {
             "repo": self.repo,
             "commit": self.commit,
@@ -139,5 +154,4 @@ class Manifest:
             "verified": self.verified,
             "complete": self.complete,
         }
-        tmp.write_text(json.dumps(doc, indent=1))
-        os.replace(tmp, target)
+        atomic_write(target, json.dumps(doc, indent=1))

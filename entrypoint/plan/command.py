@@ -13,6 +13,10 @@ from .resolve import ENGINE_FIELDS, Plan, Setting
 
 REDACTED = "<redacted>"
 _SECRET_FLAGS = ("--api-key", "--hf-token")
+FAULTHANDLER_WHY = (
+    "every engine process writes all its threads' Python stacks to the log when the sidecar "
+    "ends a hung engine (SIGABRT)"
+)
 
 
 @dataclass(frozen=True)
@@ -72,6 +76,8 @@ def build_command(
     argv += plan.value("extra_args") or []
     argv += plan.value("vllm_extra_args") or []
     env_set = {**plan.engine_env, **(cluster_env or {})}
+    if "PYTHONFAULTHANDLER" not in inherited and "PYTHONFAULTHANDLER" not in env_set:
+        env_set["PYTHONFAULTHANDLER"] = Setting("1", "default", FAULTHANDLER_WHY)
     if plan.value("api_key"):
         env_set["VLLM_API_KEY"] = Setting(plan.value("api_key"), plan.settings["api_key"].source, "API_KEY")
     own = {o.env for o in OPTIONS if o.env}

@@ -185,6 +185,7 @@ def plan_memory(device: Device, inputs: MemoryInputs) -> MemoryPlan:
         inputs.kv_cache_memory_bytes is None
         and device.memory != "dedicated"
         and not inputs.utilization_is_users
+        and one_sequence > 0  # a shape with no KV (no layers read): leave the size to vLLM
     )
     if inputs.kv_cache_memory_bytes is not None:
         kv_cache = inputs.kv_cache_memory_bytes

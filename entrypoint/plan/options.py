@@ -8,6 +8,7 @@ the same pydantic field types as the profile schema.
 
 from __future__ import annotations
 
+import math
 import shlex
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -28,6 +29,9 @@ class OptionValueError(ValueError):
         self.detail, self.fix = detail, fix
 
 
+_RANGE_ERRORS = frozenset({"greater_than", "greater_than_equal", "less_than", "less_than_equal"})
+
+
 def _engine_field(name: str, what: str, example: str) -> Parser:
     adapter: TypeAdapter[Any] = TypeAdapter(VllmOptions.model_fields[name].annotation)  # type: ignore[arg-type]
 
@@ -37,6 +41,9 @@ def _engine_field(name: str, what: str, example: str) -> Parser:
         except ValidationError as err:
             first = err.errors(include_url=False)[0]
             expected = first.get("ctx", {}).get("expected")
+            if first["type"] in _RANGE_ERRORS:
+                bound = str(first["msg"]).removeprefix("Input should be ")
+                raise OptionValueError(f"{raw!r} is out of range", f"use {what} {bound}") from err
             fix = f"use one of {expected}" if expected else f"use {what}, e.g. {example}"
             raise OptionValueError(f"invalid value {raw!r}: {first['msg']}", fix) from err
 
@@ -57,26 +64,51 @@ def parse_port(raw: str) -> int:
     return value
 
 
-def _number(convert: Callable[[str], Any], noun: str, fix: str, *, positive: bool = False) -> Parser:
-    """A parser for a number that is 0 or more (above 0 when ``positive``)."""
+@dataclass(frozen=True)
+class Number:
+    """A number parser with its range declared: ``low <= value <= high`` (``low``
+    excluded when ``above``). ``inf``, ``nan`` and anything outside are refused."""
 
-    def parse(raw: str) -> Any:
+    convert: Callable[[str], float | int]
+    unit: str  # "seconds", "GB", "" ...
+    low: float
+    high: float
+    above: bool = False  # low itself is out of range
+
+    @property
+    def whole(self) -> bool:
+        return self.convert is int
+
+    def describe(self) -> str:
+        unit = f" {self.unit}" if self.unit else ""
+        kind = "a whole number" if self.whole else "a number"
+        edge = "above" if self.above else "from"
+        return f"{kind} {edge} {self.low:g} to {self.high:g}{unit}"
+
+    def __call__(self, raw: str) -> Any:
+        fix = f"use {self.describe()}"
         try:
-            value = convert(raw)
-        except ValueError as err:
-            raise OptionValueError(f"invalid {noun} {raw!r}", fix) from err
-        if not (value > 0 if positive else value >= 0):
-            raise OptionValueError(f"{value:g} is {'not positive' if positive else 'negative'}", fix)
+            value = self.convert(raw.strip())
+        except (ValueError, OverflowError) as err:
+            raise OptionValueError(f"invalid number {raw!r}", fix) from err
+        if not math.isfinite(value):
+            raise OptionValueError(f"{raw.strip()} is not a finite number", fix)
+        below = value <= self.low if self.above else value < self.low
+        if below or value > self.high:
+            raise OptionValueError(f"{value:g} is out of range", fix)
         return value
 
-    return parse
+
+DAY_S = 86400.0
 
 
-parse_seconds = _number(float, "number of seconds", "use a positive number, e.g. 5", positive=True)
-parse_wait = _number(float, "number of seconds", "use seconds, 0 or more, e.g. 600")
-parse_count = _number(int, "count", "use a whole number, 0 or more, e.g. 5")
-parse_gigabytes = _number(float, "size", "use a number of gigabytes, 0 or more, e.g. 8")
-parse_positive_count = _number(int, "count", "use a whole number above 0, e.g. 3", positive=True)
+def seconds(low: float, high: float, *, above: bool = False) -> Number:
+    return Number(float, "seconds", low, high, above)
+
+
+def count(low: int, high: int) -> Number:
+    return Number(int, "", low, high)
+
 
 _SWITCH = {"1": True, "true": True, "on": True, "yes": True}
 _SWITCH.update(dict.fromkeys(("0", "false", "off", "no"), False))
@@ -163,6 +195,14 @@ OPTIONS: tuple[Option, ...] = (
         "a whole number of tokens",
         "8192",
     ),
+    _engine(
+        "long_prefill_token_threshold",
+        "LONG_PREFILL_TOKEN_THRESHOLD",
+        "tokens one long prefill may take of a step while other requests wait "
+        "(default: the step's budget less a share, so short requests and the sidecar's probes get through)",
+        "a whole number of tokens",
+        "7680",
+    ),
     _engine("kv_cache_dtype", "KV_CACHE_DTYPE", "KV cache dtype (auto, fp8, ...)"),
     _engine(
         "shutdown_timeout",
@@ -189,28 +229,28 @@ OPTIONS: tuple[Option, ...] = (
         "memory_reserve_gb",
         "MEMORY_RESERVE_GB",
         "--memory-reserve-gb",
-        parse_gigabytes,
+        Number(float, "GB", 0, 1024),
         "unified memory left to the OS, Docker and the sidecar, in GB",
     ),
     Option(
         "memory_wait_s",
         "MEMORY_WAIT_S",
         "--memory-wait-s",
-        parse_wait,
+        seconds(0, DAY_S),
         "seconds to wait for the planned memory before starting, then halt (0: do not check)",
     ),
     Option(
         "restart_limit",
         "RESTART_LIMIT",
         "--restart-limit",
-        parse_count,
+        count(0, 1000),
         "engine starts in a row that fail before ready, after which the launcher halts (0: no back-off)",
     ),
     Option(
         "restart_backoff_s",
         "RESTART_BACKOFF_S",
         "--restart-backoff-s",
-        parse_seconds,
+        seconds(1, 3600),
         "delay before the start after a failed one, doubled for each further failure (at most 300)",
     ),
     Option(
@@ -246,7 +286,7 @@ OPTIONS: tuple[Option, ...] = (
         "cluster_nodes",
         "CLUSTER_NODES",
         "--cluster-nodes",
-        parse_positive_count,
+        count(1, 64),
         "Sparks serving this model together on Ray, head included (1: no cluster)",
     ),
     Option("cluster_head", "CLUSTER_HEAD", "--cluster-head", parse_text, "the head's fabric address (IPv4)"),
@@ -269,14 +309,14 @@ OPTIONS: tuple[Option, ...] = (
         "cluster_join_timeout_s",
         "CLUSTER_JOIN_TIMEOUT_S",
         "--cluster-join-timeout-s",
-        parse_seconds,
+        seconds(1, DAY_S),
         "seconds the head waits for every worker to join with a verified checkpoint",
     ),
     Option(
         "progress_interval",
         "PROGRESS_INTERVAL",
         "--progress-interval",
-        parse_seconds,
+        seconds(0.1, 3600),
         "seconds between download progress lines",
     ),
 )

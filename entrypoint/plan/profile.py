@@ -28,7 +28,8 @@ QuantFormat = Literal[
 ]
 KvCacheDtype = Literal["auto", "bfloat16", "float16", "fp8", "fp8_e4m3", "fp8_e5m2"]
 Dtype = Literal["auto", "bfloat16", "float16", "half", "float", "float32"]
-PositiveInt = Annotated[int, Field(gt=0)]
+# Ranges far beyond any real model, so a typo (an extra digit, 1e20) is refused by name.
+Tokens = Annotated[int, Field(gt=0, le=2**24)]  # 16,777,216 tokens
 
 
 class _Strict(BaseModel):
@@ -39,7 +40,7 @@ class SpeculativeConfig(_Strict):
     """vLLM's ``--speculative-config``; only the fields profiles need."""
 
     method: Literal["mtp", "eagle", "eagle3", "ngram", "draft_model"]
-    num_speculative_tokens: PositiveInt
+    num_speculative_tokens: Annotated[int, Field(gt=0, le=64)]
     model: str | None = None
 
 
@@ -47,10 +48,11 @@ class VllmOptions(_Strict):
     """Typed vLLM engine options. ``None`` means "leave vLLM's default"."""
 
     dtype: Dtype | None = None
-    max_model_len: PositiveInt | None = None
+    max_model_len: Tokens | None = None
     gpu_memory_utilization: Annotated[float, Field(gt=0, le=1)] | None = None
-    max_num_seqs: PositiveInt | None = None
-    max_num_batched_tokens: PositiveInt | None = None
+    max_num_seqs: Annotated[int, Field(gt=0, le=65536)] | None = None
+    max_num_batched_tokens: Tokens | None = None
+    long_prefill_token_threshold: Tokens | None = None
     kv_cache_dtype: KvCacheDtype | None = None
     enable_prefix_caching: bool | None = None
     trust_remote_code: bool | None = None
@@ -62,8 +64,8 @@ class VllmOptions(_Strict):
     enforce_eager: bool | None = None
     moe_backend: str | None = None
     linear_backend: str | None = None
-    shutdown_timeout: Annotated[int, Field(ge=0)] | None = None
-    kv_cache_memory_bytes: PositiveInt | None = None
+    shutdown_timeout: Annotated[int, Field(ge=0, le=3600)] | None = None
+    kv_cache_memory_bytes: Annotated[int, Field(ge=2**20, le=2**50)] | None = None  # 1 MiB to 1 PiB
     extra_args: list[str] = Field(default_factory=list)
 
 
@@ -94,7 +96,7 @@ class Variant(_Strict):
 
 class Profile(_Strict):
     description: str = ""
-    repo: Annotated[str, Field(pattern=r"^[\w.-]+/[\w.-]+$")]
+    repo: Annotated[str, Field(pattern=r"^[\w.-]{1,96}/[\w.-]{1,96}$")]
     revision: str = "main"
     served_model_name: Annotated[str, Field(min_length=1)]
     quantization: QuantFormat
@@ -161,6 +163,8 @@ def parse_profile(path: Path) -> Profile:
         text = path.read_text(encoding="utf-8")
     except OSError as err:
         raise ProfileSyntaxError(str(path), f"cannot read: {err.strerror}") from err
+    except UnicodeDecodeError as err:
+        raise ProfileSyntaxError(str(path), f"not UTF-8 text (byte {err.start})") from err
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as err:

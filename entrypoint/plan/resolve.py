@@ -21,13 +21,15 @@ from ..errors import (
 )
 from ..shipped import configs
 from .hardware import Device, HardwareTable
+from .memory import vllm_default_batching
 from .options import BY_NAME, OPTIONS, Option, OptionValueError
 from .profile import Catalog, LoadedProfile, VllmOptions, check_variant, suggest
 
 DEFAULT_PROFILE = "qwen3-4b-nvfp4"
 ENGINE_FIELDS: tuple[str, ...] = tuple(n for n in VllmOptions.model_fields if n != "extra_args")
 BACKEND_FIELDS = ("linear_backend", "moe_backend")
-_REPO_RE = re.compile(r"^[\w.-]+/[\w.-]+$")
+# The Hub's own limit: owner and name of at most 96 characters each.
+_REPO_RE = re.compile(r"^[\w.-]{1,96}/[\w.-]{1,96}$")
 
 
 def default_profiles_dir() -> str:
@@ -114,7 +116,12 @@ def parse_option(option: Option, raw: str, origin: str) -> Any:
 
 
 def _looks_like_path(value: str) -> bool:
-    return value.startswith(("/", "./", "../", "~")) or Path(value).exists()
+    if value.startswith(("/", "./", "../", "~")):
+        return True
+    try:
+        return Path(value).exists()
+    except OSError:  # a name too long to be a path: not one
+        return False
 
 
 def select(
@@ -260,9 +267,38 @@ def resolve(
         if raw is not None:
             value, source, origin = raw
             settings[option.name] = Setting(parse_option(option, value, origin), source, origin)
+    if device is not None:
+        _cap_long_prefill(settings, device)
     plan = Plan(loaded, variant, model, settings, engine_env, device)
     validate(plan)
     return plan
+
+
+def prefill_cap(budget: int, max_model_len: int) -> int | None:
+    """vLLM's ``long_prefill_token_threshold`` that leaves part of each step's token
+    budget to other requests (a short request, the sidecar's one-token probe) while
+    a long prompt prefills, so that a long prefill is never mistaken for a hang;
+    None when no prompt can be longer than the cap (vLLM refuses a cap above
+    ``max_model_len``). vLLM lifts the cap when the long prompt is alone."""
+    room = min(max(budget // 16, 128), budget // 2)
+    cap = budget - room
+    return cap if 0 < cap < max_model_len else None
+
+
+def _cap_long_prefill(settings: dict[str, Setting], device: Device) -> None:
+    if settings.get("long_prefill_token_threshold") is not None:
+        return
+    length = settings.get("max_model_len")
+    batched = settings.get("max_num_batched_tokens")
+    budget = batched.value if batched is not None else vllm_default_batching(device)[1]
+    if length is None or not isinstance(length.value, int) or not isinstance(budget, int):
+        return
+    cap = prefill_cap(budget, length.value)
+    if cap is not None:
+        basis = f"{batched.origin}" if batched is not None else f"vLLM's default for {device.key}"
+        settings["long_prefill_token_threshold"] = Setting(
+            cap, "plan", f"step budget {budget} ({basis}) less a share for short requests and probes"
+        )
 
 
 def _hardware_layer(

@@ -57,7 +57,7 @@ def refuse_unless_fits(plan: Plan, device: Device, inputs: MemoryInputs, memory:
 
 def apply_memory(plan: Plan, memory: MemoryPlan) -> Plan:
     """The planner's explicit KV size and start-check utilization, unless the user set them."""
-    if not memory.explicit_kv:
+    if not memory.explicit_kv or memory.kv_cache_bytes <= 0:
         return plan
     why = f"memory planner: {memory.memory_kind} memory on {memory.hardware}"
     plan = plan.with_setting(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import signal
 import subprocess
@@ -200,10 +201,16 @@ def test_killed_download_resumes_and_leaves_no_orphans(hub: Hub, tmp_path: Path,
     wait_for(lambda: any(p.stat().st_size >= 20 * MiB for p in partials.glob("*.part")))
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    orphan = tmp_path / "hf" / "hub" / "models--test--big" / "blobs" / "deadbeef.1234abcd.incomplete"
-    orphan.parent.mkdir(parents=True, exist_ok=True)
+    blobs = tmp_path / "hf" / "hub" / "models--test--big" / "blobs"
+    blobs.mkdir(parents=True, exist_ok=True)
+    # Left by a killed huggingface_hub download of this snapshot's file: pruned.
+    orphan = blobs / f"{hashlib.sha256(big).hexdigest()}.1234abcd.incomplete"
     orphan.write_bytes(b"left by a killed huggingface_hub download")
-    (partials / ("0" * 64 + ".part")).write_bytes(b"a partial nobody wants any more")
+    # Not this snapshot's: another revision's file, another repository's resumable partial. Kept.
+    other = blobs / "deadbeef.1234abcd.incomplete"
+    other.write_bytes(b"another revision's download")
+    elsewhere = partials / ("0" * 64 + ".part")
+    elsewhere.write_bytes(b"another repository's resumable download")
 
     offline = download({**env, "HF_HUB_OFFLINE": "1"})
     assert offline.code in (ExitCode.SNAPSHOT_INCOMPLETE,), offline.stderr
@@ -213,7 +220,7 @@ def test_killed_download_resumes_and_leaves_no_orphans(hub: Hub, tmp_path: Path,
     resent = sent_before + (hub.bytes_sent[WEIGHTS] - sent_before) - len(big)
     assert resent <= CHUNK, f"re-sent {resent / MiB:.1f} MiB"
     assert (snapshot_of(result.stdout) / WEIGHTS).read_bytes() == big
-    assert files_under(partials) == [] and not orphan.exists()
+    assert files_under(partials) == [elsewhere.name] and not orphan.exists() and other.exists()
 
 
 @pytest.fixture

@@ -1,8 +1,11 @@
-"""Healing pieces on real processes: identity, the SIGTERM → SIGKILL escalation, the back-off."""
+"""Healing pieces on real processes: identity, the evidence, the SIGABRT children →
+SIGTERM → SIGABRT → SIGKILL escalation with the stacks in the log, the back-off."""
 
 from __future__ import annotations
 
 import asyncio
+import json
+import os
 import subprocess
 import sys
 import time
@@ -10,8 +13,17 @@ from pathlib import Path
 
 import psutil
 
-from entrypoint.state import HEALS_FILE, read_document
-from server.heal import KILL_GRACE_S, Healer, HealRecord, backoff_left, end_engine, find_engine, records
+from entrypoint.state import HEALS_FILE, read_document, start_ticks
+from server.heal import (
+    ABORT_GRACE_S,
+    KILL_GRACE_S,
+    Healer,
+    HealRecord,
+    backoff_left,
+    end_engine,
+    find_engine,
+    records,
+)
 
 # Ignores SIGTERM (a hung engine that cannot drain) and has a child, as vLLM's
 # API server has its engine core.
@@ -22,6 +34,8 @@ STUBBORN = (
     "print(child.pid, flush=True)\n"
     "time.sleep(120)\n"
 )
+# Ignores SIGABRT too (as a stopped process does until SIGKILL).
+DEAF = "import signal\nsignal.signal(signal.SIGABRT, signal.SIG_IGN)\n" + STUBBORN
 
 
 def record(at: float, was_ready: bool, start: str = "s") -> HealRecord:
@@ -45,33 +59,59 @@ def test_heal_records_round_trip_and_junk_is_skipped() -> None:
 def test_a_pid_is_the_engine_only_with_its_start_time() -> None:
     proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
-        started = psutil.Process(proc.pid).create_time()
+        started, ticks = psutil.Process(proc.pid).create_time(), start_ticks(proc.pid)
+        assert isinstance(ticks, int)
         assert find_engine(proc.pid, started) is not None
         assert find_engine(proc.pid, started - 100) is None  # a reused PID
         assert find_engine(proc.pid, None) is None and find_engine("1", started) is None
+        # The ticks since boot decide: a wall clock stepped by NTP after the start changes nothing.
+        assert find_engine(proc.pid, started - 100, ticks) is not None
+        assert find_engine(proc.pid, started, ticks + 1) is None
         proc.kill()
         time.sleep(0.2)
-        assert find_engine(proc.pid, started) is None  # a zombie is not an engine
+        assert find_engine(proc.pid, started, ticks) is None  # a zombie is not an engine
     finally:
         proc.kill()
         proc.wait()
 
 
-def test_an_engine_that_ignores_sigterm_is_killed_with_its_children() -> None:
-    proc = subprocess.Popen([sys.executable, "-c", STUBBORN], stdout=subprocess.PIPE, text=True)
+def _escalate(script: str, env: dict[str, str] | None = None) -> tuple[subprocess.Popen[str], int, list]:
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+    )
+    child = int(proc.stdout.readline())  # type: ignore[union-attr]
+    escalated: list[tuple[str, float]] = []
+    waited: list[float] = []
+
+    async def quick(seconds: float) -> None:  # counts the seconds, sleeps a little
+        waited.append(seconds)
+        await asyncio.sleep(0.02)
+
+    target = psutil.Process(proc.pid)
+    target.terminate()
+    assert asyncio.run(end_engine(target, 5.0, lambda name: escalated.append((name, sum(waited))), quick))
+    return proc, child, escalated
+
+
+def test_an_engine_that_ignores_sigterm_writes_its_stacks_on_sigabrt() -> None:
+    env = {**os.environ, "PYTHONFAULTHANDLER": "1"}  # what the launcher gives the engine
+    proc, child, escalated = _escalate(STUBBORN, env)
     try:
-        child = int(proc.stdout.readline())  # type: ignore[union-attr]
-        escalated: list[float] = []
-        waited: list[float] = []
+        assert escalated == [("SIGABRT", 5.0 + KILL_GRACE_S)]
+        assert proc.wait(5) == -6
+        stderr = proc.stderr.read()  # type: ignore[union-attr]
+        # Both the engine (in its sleep, line 5) and its child wrote their stacks.
+        assert stderr.count("Fatal Python error: Aborted") == 2 and 'File "<string>", line 5' in stderr
+        assert not psutil.pid_exists(child) or psutil.Process(child).status() == psutil.STATUS_ZOMBIE
+    finally:
+        proc.kill()
+        proc.wait()
 
-        async def quick(seconds: float) -> None:  # counts the seconds, sleeps a little
-            waited.append(seconds)
-            await asyncio.sleep(0.02)
 
-        target = psutil.Process(proc.pid)
-        target.terminate()
-        exited = asyncio.run(end_engine(target, 5.0, lambda: escalated.append(sum(waited)), quick))
-        assert exited and escalated == [5.0 + KILL_GRACE_S]
+def test_an_engine_deaf_to_sigabrt_is_killed_with_its_children() -> None:
+    proc, child, escalated = _escalate(DEAF)
+    try:
+        assert escalated == [("SIGABRT", 5.0 + KILL_GRACE_S), ("SIGKILL", 5.0 + KILL_GRACE_S + ABORT_GRACE_S)]
         assert proc.wait(5) == -9
         assert not psutil.pid_exists(child) or psutil.Process(child).status() == psutil.STATUS_ZOMBIE
     finally:
@@ -86,8 +126,10 @@ def test_the_healer_signals_once_per_start_and_keeps_its_record(tmp_path: Path) 
         "start_id": "s1",
         "pid": proc.pid,
         "pid_started_at": psutil.Process(proc.pid).create_time(),
+        "pid_start_ticks": start_ticks(proc.pid),
         "shutdown_timeout": 0,
     }
+    seen = {"reason": "3 idle probes in a row failed", "load": {"running": 1.0, "waiting": 0.0}}
 
     async def scenario() -> Healer:
         healer = Healer(True, 60.0, str(tmp_path), clock=lambda: 1000.0)
@@ -95,7 +137,7 @@ def test_the_healer_signals_once_per_start_and_keeps_its_record(tmp_path: Path) 
         assert healer.total == 0 and healer.blocked is None  # not hung: nothing to do
         healer.consider({**state, "phase": "pending"}, "hung", True)
         assert healer.blocked == "the launcher has not started an engine"
-        healer.consider(state, "3 idle probes in a row failed", True)
+        healer.consider(state, "3 idle probes in a row failed", True, lambda: seen)
         assert healer.total == 1 and healer.busy()
         assert healer.task is not None
         await asyncio.wait_for(healer.task, 10)
@@ -114,7 +156,17 @@ def test_the_healer_signals_once_per_start_and_keeps_its_record(tmp_path: Path) 
     saved = records(read_document(tmp_path, HEALS_FILE))
     assert saved == healer.history and len(saved) == 1
     assert saved[0].signal == "SIGTERM" and saved[0].exited is True and saved[0].was_ready
-    assert Healer(True, 60.0, str(tmp_path)).history == saved  # a restarted sidecar keeps the back-off
+    # The evidence was written before the signal, and a restarted sidecar shows it again.
+    assert saved[0].evidence is not None and Path(saved[0].evidence).parent == tmp_path / "heals"
+    evidence = json.loads(Path(saved[0].evidence).read_text())
+    assert evidence["load"] == seen["load"] and evidence["heal"]["pid"] == proc.pid
+    (member,) = evidence["processes"]
+    assert (
+        member["pid"] == proc.pid and member["status"] in ("sleeping", "running") and member["threads"] >= 1
+    )
+    assert "Fatal Python error: Aborted" in evidence["stacks"]
+    again = Healer(True, 60.0, str(tmp_path))
+    assert again.history == saved and again.last_evidence == evidence  # keeps the back-off and the why
 
 
 def test_heal_off_never_signals(tmp_path: Path) -> None:

@@ -32,17 +32,17 @@ def tiny_engine_env(state_dir: Path, checkpoint: Path, **extra: str) -> dict[str
     """``spark-serve launch`` settings for the real CPU engine serving a tiny checkpoint as "tiny"."""
     from tests.conftest import clean_env
 
-    return clean_env(
-        STATE_DIR=str(state_dir),
-        MODEL=str(checkpoint),
-        SERVED_MODEL_NAME="tiny",
-        PORT=str(free_port()),
-        HOST="127.0.0.1",
-        MAX_MODEL_LEN="512",
-        ENGINE_COMMAND=CPU_ENGINE,
+    settings = {
+        "STATE_DIR": str(state_dir),
+        "MODEL": str(checkpoint),
+        "SERVED_MODEL_NAME": "tiny",
+        "PORT": str(free_port()),
+        "HOST": "127.0.0.1",
+        "MAX_MODEL_LEN": "512",
+        "ENGINE_COMMAND": CPU_ENGINE,
         **CPU_ENGINE_ENV,
-        **extra,
-    )
+    }
+    return clean_env(**{**settings, **extra})
 
 
 def free_port() -> int:

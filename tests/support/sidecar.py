@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import resource
 import subprocess
 import sys
 import time
@@ -39,8 +40,14 @@ def until(condition: Callable[[], bool], seconds: float, what: str) -> None:
 
 
 @contextmanager
-def sidecar(env: Mapping[str, str], log: Path) -> Iterator[str]:
+def sidecar(env: Mapping[str, str], log: Path, nofile: int | None = None) -> Iterator[str]:
+    """``spark-serve sidecar`` with ``env``; ``nofile`` lowers its file-descriptor limit."""
     url = f"http://127.0.0.1:{env['SIDECAR_PORT']}"
+
+    def limit() -> None:
+        if nofile is not None:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
+
     with log.open("wb") as sink:
         proc = subprocess.Popen(
             [sys.executable, "-m", "entrypoint", "sidecar"],
@@ -49,6 +56,7 @@ def sidecar(env: Mapping[str, str], log: Path) -> Iterator[str]:
             stdout=sink,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            preexec_fn=limit,
         )
     try:
         deadline = time.monotonic() + 30
