@@ -120,14 +120,21 @@ class Generator:
             return "/v1/chat/completions", {**body, "messages": [{"role": "user", "content": PROMPT}]}
         return "/v1/completions", {**body, "prompt": PROMPT}
 
-    async def _post(self, route: str, model: str, max_tokens: int, kind: str) -> httpx.Response:
+    async def _post(
+        self, route: str, model: str, max_tokens: int, kind: str, pool_s: float
+    ) -> httpx.Response:
         path, body = self._request(route, model, max_tokens, kind)
-        return await self.client.post(self.url + path, json=body, headers=self._headers(kind), timeout=None)
+        # No read timeout (asyncio.timeout bounds the whole exchange), but a pool timeout well
+        # inside it: waiting for one of the sidecar's own connections is never the engine's silence.
+        timeout = httpx.Timeout(None, pool=pool_s)
+        return await self.client.post(
+            self.url + path, json=body, headers=self._headers(kind), timeout=timeout
+        )
 
-    async def _exchange(self, model: str, max_tokens: int, kind: str) -> httpx.Response:
-        response = await self._post(self.route, model, max_tokens, kind)
+    async def _exchange(self, model: str, max_tokens: int, kind: str, pool_s: float) -> httpx.Response:
+        response = await self._post(self.route, model, max_tokens, kind, pool_s)
         if response.status_code == 400 and self.route == "chat":
-            fallback = await self._post("completions", model, max_tokens, kind)
+            fallback = await self._post("completions", model, max_tokens, kind, pool_s)
             if fallback.status_code == 200:
                 self.route = "completions"
                 return fallback
@@ -143,7 +150,7 @@ class Generator:
         deadline = loop.time() + timeout
         try:
             async with asyncio.timeout(timeout):
-                response = await self._exchange(model, max_tokens, kind)
+                response = await self._exchange(model, max_tokens, kind, timeout / 2)
         except TimeoutError:
             late = loop.time() - deadline
             if late > max(LATE_S, timeout * 0.1):  # the sidecar was too busy to read the answer

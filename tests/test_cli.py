@@ -56,7 +56,7 @@ def test_plan_json_shows_sources_argv_and_redacted_environment(cli: Cli) -> None
     assert settings["api_key"]["value"] == "<redacted>"
     assert shlex.split(doc["command"]) == doc["argv"]
     assert doc["argv"][:3] == ["vllm", "serve", "DrQianXu/Qwen3-4B-nvfp4-Compressible"]
-    assert doc["env"] == {"VLLM_API_KEY": "<redacted>"}
+    assert doc["env"] == {"VLLM_API_KEY": "<redacted>", "PYTHONFAULTHANDLER": "1"}
     assert "hunter2" not in result.stdout
 
 

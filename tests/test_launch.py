@@ -49,9 +49,10 @@ def test_launch_writes_starting_state_then_execs_the_argv(tmp_path: Path) -> Non
 
 def test_engine_facts_carry_the_drain_and_the_draft_tokens() -> None:
     plan = resolve(Catalog([PROFILES]), {"MODEL": "axe-strada-28b-nvfp4a16", "VARIANT": "mtp"}, {})
-    assert engine_facts(plan) == {"shutdown_timeout": 30, "speculative_tokens": 3}
+    seqs = plan.value("max_num_seqs")
+    assert engine_facts(plan) == {"shutdown_timeout": 30, "speculative_tokens": 3, "max_num_seqs": seqs}
     plan = resolve(Catalog([PROFILES]), {"MODEL": "axe-strada-28b-nvfp4a16", "SHUTDOWN_TIMEOUT": "5"}, {})
-    assert engine_facts(plan) == {"shutdown_timeout": 5, "speculative_tokens": 0}
+    assert engine_facts(plan) == {"shutdown_timeout": 5, "speculative_tokens": 0, "max_num_seqs": seqs}
 
 
 def test_missing_local_model_fails_before_exec_and_records_it(tmp_path: Path) -> None:

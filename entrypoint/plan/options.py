@@ -250,7 +250,7 @@ OPTIONS: tuple[Option, ...] = (
         "restart_backoff_s",
         "RESTART_BACKOFF_S",
         "--restart-backoff-s",
-        seconds(1, 3600),
+        seconds(0.1, 3600),
         "delay before the start after a failed one, doubled for each further failure (at most 300)",
     ),
     Option(
