@@ -137,8 +137,10 @@ class Monitor:
         try:
             health = await self._get("/health")
         except httpx.HTTPError as err:
+            self.page.forget()
             return EngineView(False, None, type(err).__name__)
         if health.status_code != 200:
+            self.page.forget()
             return EngineView(False, None, f"HTTP {health.status_code}")
         models: tuple[str, ...] | None = None
         try:

@@ -43,17 +43,23 @@ class UpstreamPage:
         self.client, self.url, self.timeout, self.clock = client, url + "/metrics", timeout, clock
         self.latest: Snapshot | None = None
         self._inflight: asyncio.Task[Snapshot] | None = None
+        self._epoch = 0  # bumped by forget(): a fetch begun before it never becomes the latest
 
     async def _fetch(self) -> Snapshot:
-        start = self.clock()
+        start, epoch = self.clock(), self._epoch
         try:
             response = await self.client.get(self.url, timeout=self.timeout)
             text = response.content if response.status_code == 200 else None
         except httpx.HTTPError:
             text = None
         snapshot = Snapshot(text, start, self.clock() - start)
-        self.latest = snapshot
+        if epoch == self._epoch:
+            self.latest = snapshot
         return snapshot
+
+    def forget(self) -> None:
+        """The engine stopped answering: no scrape may be answered with its last page."""
+        self.latest, self._epoch = None, self._epoch + 1
 
     def _task(self) -> asyncio.Task[Snapshot]:
         if self._inflight is None or self._inflight.done():

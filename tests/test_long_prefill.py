@@ -22,7 +22,7 @@ from tests.support.sidecar import get, sidecar, status, until
 pytestmark = pytest.mark.engine
 
 PROMPT_TOKENS = 3800  # of the tiny model's 4096 positions
-CHUNK = 4  # MAX_NUM_BATCHED_TOKENS: the prefill takes PROMPT_TOKENS / CHUNK engine steps
+CHUNK = 2  # MAX_NUM_BATCHED_TOKENS: the prefill takes PROMPT_TOKENS / CHUNK engine steps
 
 
 def _long_completion(url: str, result: dict[str, Any]) -> None:
@@ -81,7 +81,8 @@ def test_a_long_prefill_is_confirmed_never_healed_and_completes(
     # (a confirmation is sent only then), and every confirmation answered through the prefill.
     confirm = after["checks"]["confirm"]
     assert confirm["sent"] >= 1 and confirm["failed"] == 0, (result["seconds"], confirm)
-    assert all(s["running"] == 1 and s["for_s"] > 1.0 for s in stalls)  # what /status showed
+    assert stalls and max(s["for_s"] for s in stalls) > 1.0, stalls[:3]  # what /status showed
+    assert all(s["running"] >= 1 for s in stalls), stalls
     assert after["checks"]["heal"]["total"] == 0 and after["checks"]["hung"] is None
     assert after["ready"] is True
     assert not (state_dir / "heals.json").exists()

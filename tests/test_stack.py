@@ -250,7 +250,12 @@ def test_a_crash_loop_backs_off_halts_and_reset_starts_again(stack: Stack) -> No
     crashing("up", "-d", "vllm", timeout=120)
 
     def phase() -> str:
-        result = crashing("exec", "-T", "vllm", "cat", "/run/spark-serve/launcher.json", check=False)
+        try:  # an exec racing a container that is restarting can hang: ask again
+            result = crashing(
+                "exec", "-T", "vllm", "cat", "/run/spark-serve/launcher.json", check=False, timeout=20
+            )
+        except subprocess.TimeoutExpired:
+            return "down"
         return str(json.loads(result.stdout).get("phase")) if result.returncode == 0 else "down"
 
     stack.wait(lambda: phase() == "halted", 240, "the launcher halts the crash loop")
