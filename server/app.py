@@ -27,7 +27,7 @@ OUTBOUND_CONNECTIONS = 8  # to vLLM: the monitor's poll and the shared scrape (g
 def checks_document(monitor: Monitor) -> dict[str, Any]:
     """Warm-up, idle probe and heals, with the settings that drive them."""
     settings = monitor.settings
-    document = monitor.checks.to_json(monitor.clock())
+    document = monitor.checks.to_json()
     document["warmup"] = {
         "enabled": settings.warmup,
         "timeout_s": settings.warmup_timeout,

@@ -92,7 +92,7 @@ class Stall:
     kv_moved: bool = False  # KV usage changed during the stall: the scheduler is allocating (a prefill)
     confirmed: int = 0  # confirmations that answered during this stall
 
-    def to_json(self, now: float) -> dict[str, Any]:
+    def to_json(self) -> dict[str, Any]:
         return {
             "for_s": round(self.last.stalled_for, 1),
             "since": self.since,
@@ -249,7 +249,7 @@ class Checks:
             waiting = "warming up: the first generation is about to be sent"
         return CheckView(False, waiting, failure)
 
-    def to_json(self, now: float) -> dict[str, Any]:
+    def to_json(self) -> dict[str, Any]:
         def kind_json(kind: str) -> dict[str, Any]:
             stats = self.stats[kind]
             last = self.failure if self.failure and self.failure.kind == kind else None
@@ -264,6 +264,6 @@ class Checks:
             "warm": self.warm_at is not None,
             "probe": {**kind_json(PROBE), "failures_in_row": self.in_row},
             "confirm": kind_json(CONFIRM),
-            "stall": None if self.stall is None else {**self.stall.to_json(now), "busy": self.busy()},
+            "stall": None if self.stall is None else {**self.stall.to_json(), "busy": self.busy()},
             "uncounted": self.uncounted,
         }

@@ -221,8 +221,8 @@ class Monitor:
             "served_model_name": self._served(),
             "counters": None if self.counters is None else asdict(self.counters),
             "load": None if self.load is None else asdict(self.load),
-            "stall": None if stall is None else stall.to_json(now),
-            "checks": self.checks.to_json(now),
+            "stall": None if stall is None else stall.to_json(),
+            "checks": self.checks.to_json(),
             "gpu": self.gpus.since(start),
             "argv": (self.state or {}).get("argv"),
         }

@@ -72,9 +72,10 @@ def prune_partials(repo: str, files: list[RepoFile]) -> list[Path]:
 
     removed: list[Path] = []
     for spec in files:
-        if spec.sha256 and has_blob(repo, spec.sha256) and partial_path(spec.sha256).exists():
-            partial_path(spec.sha256).unlink(missing_ok=True)
-            removed.append(partial_path(spec.sha256))
+        part = partial_path(spec.sha256) if spec.sha256 else None
+        if part is not None and part.exists() and has_blob(repo, str(spec.sha256)):
+            part.unlink(missing_ok=True)
+            removed.append(part)
     blobs, etags = repo_cache_dir(repo) / "blobs", {f.sha256 or f.blob_id for f in files} - {None}
     locks = hub_cache() / ".locks" / repo_cache_dir(repo).name
     for path in sorted(blobs.glob("*.incomplete")) if blobs.is_dir() else []:
