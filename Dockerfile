@@ -57,7 +57,8 @@ RUN python3 -m entrypoint.versions "vllm==${VLLM_VERSION}" "flashinfer-python==$
     && useradd --system --uid 990 --user-group --create-home --home-dir /home/spark \
         --shell /usr/sbin/nologin spark \
     && mkdir -p /cache/huggingface /cache/vllm /cache/flashinfer /cache/triton /cache/cuda /run/spark-serve \
-    && chown -R spark:spark /cache /run/spark-serve
+    && chown -R spark:spark /cache /run/spark-serve \
+    && chmod 2775 /run/spark-serve
 
 # Every cache written at run time is on a volume, so a restart is warm: the
 # checkpoint (HF_HOME); vLLM's torch.compile cache with inductor's kernels and

@@ -18,6 +18,7 @@ from .plan.options import BY_NAME, OPTIONS, Option
 from .plan.profile import Catalog
 from .plan.resolve import resolve
 from .plan_view import plan_document, print_plan
+from .secrets import with_file_secrets
 
 if TYPE_CHECKING:
     from .planning import Resolved
@@ -96,6 +97,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_bench(sub)
     from server.settings import SIDECAR_OPTIONS
 
+    token = sub.add_parser(
+        "cluster-token", help="make a new Ray token for a cluster: into PATH (mode 0600), else on stdout"
+    )
+    token.add_argument("path", nargs="?", metavar="PATH", help="file to create (never overwritten)")
     sidecar = sub.add_parser("sidecar", help="liveness, readiness, status and metrics for ops (port 8001)")
     _add_option_flags(sidecar, SIDECAR_OPTIONS)
     return parser
@@ -112,7 +117,11 @@ def _add_bench(sub: Any) -> None:
     bench.add_argument(
         "--sidecar-url", metavar="URL", help="the sidecar (default http://127.0.0.1:$SIDECAR_PORT)"
     )
-    bench.add_argument("--api-key", metavar="KEY", help="the stack's API key [env API_KEY]")
+    bench.add_argument(
+        "--api-key-file",
+        metavar="PATH",
+        help="a file holding the stack's API key [env API_KEY, API_KEY_FILE]",
+    )
     bench.add_argument("--model", metavar="NAME", help="served model name (default: the one served)")
     bench.add_argument("--tokenizer", metavar="PATH", help="local tokenizer (default: the served snapshot)")
     bench.add_argument("--out", metavar="DIR", help="results folder (default ~/spark-serve-bench/<time>)")
@@ -319,6 +328,30 @@ def cmd_doctor(env: Mapping[str, str], args: argparse.Namespace) -> int:
     return ExitCode.FAILURE if failed else ExitCode.OK
 
 
+def cmd_cluster_token(env: Mapping[str, str], args: argparse.Namespace) -> int:
+    from .cluster.node import new_token
+
+    token = new_token()
+    if not args.path:
+        print(token)
+        return 0
+    try:
+        fd = os.open(args.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except OSError as err:
+        raise SettingError(
+            f"cluster-token {args.path}",
+            f"cannot create it: {err.strerror}",
+            "name a new file in a writable folder (an existing token is never overwritten)",
+        ) from err
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(token + "\n")
+    print(
+        f"wrote a new Ray token to {args.path} (mode 0600); copy it to the same path on every other "
+        f"Spark (e.g. scp -p {args.path} spark-2:{args.path}) and set CLUSTER_TOKEN_FILE={args.path}"
+    )
+    return 0
+
+
 def cmd_reset(env: Mapping[str, str], args: argparse.Namespace) -> int:
     from .reset import reset
 
@@ -359,14 +392,15 @@ COMMANDS = {
     "launch": cmd_launch,
     "worker": cmd_worker,
     "reset": cmd_reset,
+    "cluster-token": cmd_cluster_token,
     "doctor": cmd_doctor,
 }
 
 
 def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    env = dict(os.environ if environ is None else environ)
     try:
+        env = with_file_secrets(os.environ if environ is None else environ)
         return int(COMMANDS[args.command](env, args))
     except SparkServeError as err:
         print(f"spark-serve: error: {err}", file=sys.stderr)

@@ -44,6 +44,9 @@ class ExitCode(IntEnum):
     CLUSTER_JOIN_TIMEOUT = 41  # cluster: workers did not join the head in CLUSTER_JOIN_TIMEOUT_S
     CLUSTER_MISMATCH = 42  # cluster: a worker holds another checkpoint or revision than the head
     CLUSTER_RAY = 43  # cluster: Ray is missing, or its head cannot be started or reached
+    CLUSTER_TOKEN = 44  # cluster: no Ray token file, or an unreadable or empty one
+    SECRET_UNREADABLE = 45  # a *_FILE secret (API_KEY_FILE, HF_TOKEN_FILE) cannot be read or is empty
+    SECRET_EXPOSED = 46  # a secret flag in the extra arguments: on a command line, or in Helm values
     CACHE_UNWRITABLE = 50  # a cache directory (a volume) cannot be written by this user
 
 
@@ -337,6 +340,37 @@ class ClusterMismatchError(ClusterError, ValueError):
 
 class ClusterRayError(ClusterError, RuntimeError):
     exit_code = ExitCode.CLUSTER_RAY
+
+
+class ClusterTokenError(ClusterError, PermissionError):
+    exit_code = ExitCode.CLUSTER_TOKEN
+
+    def __init__(self, path: str, detail: str, fix: str) -> None:
+        self.path = path
+        super().__init__(f"CLUSTER_TOKEN_FILE={path}: {detail}", fix)
+
+
+class SecretUnreadableError(SparkServeError, PermissionError):
+    """A secret named by a ``*_FILE`` variable cannot be read, or the file is empty."""
+
+    exit_code = ExitCode.SECRET_UNREADABLE
+
+    def __init__(self, variable: str, path: str, detail: str) -> None:
+        self.variable, self.path = variable, path
+        super().__init__(
+            f"{variable}={path}: {detail}",
+            fix=f"point {variable} at a readable file holding the secret on one line, or unset it",
+        )
+
+
+class SecretExposedError(SparkServeError, ValueError):
+    """A secret would be put where others can read it: a command line, Helm values."""
+
+    exit_code = ExitCode.SECRET_EXPOSED
+
+    def __init__(self, where: str, flag: str, detail: str, fix: str) -> None:
+        self.where, self.flag = where, flag
+        super().__init__(f"{where} carries {flag}: {detail}", fix=fix)
 
 
 def _gb(n: int) -> str:

@@ -14,10 +14,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from .errors import DataMissingError
-from .plan.command import build_command
+from .errors import DataMissingError, SecretExposedError
+from .plan.command import EXTRA_ARGS, build_command
 from .plan.memory import MemoryPlan
 from .plan.options import SECRET_ENV
+from .plan.redact import has_secret
 from .plan.resolve import Plan
 from .shipped import monitoring
 
@@ -179,6 +180,20 @@ def sidecar_objects(
     return objects
 
 
+def _refuse_secret_flags(plan: Plan) -> None:
+    """A secret flag in the extra arguments would land in ``extraArgs`` in plain text."""
+    for name, where in EXTRA_ARGS:
+        flag = has_secret(plan.value(name) or [])
+        if flag:
+            raise SecretExposedError(
+                f"plan --format helm-values: {where}",
+                flag,
+                "a secret, which the values would hold in plain text",
+                f"remove {flag}; set API_KEY or HF_TOKEN instead, which the values reference as the "
+                f"Kubernetes Secret {SECRET} rather than hold",
+            )
+
+
 def helm_values(
     plan: Plan,
     environ: Mapping[str, str],
@@ -193,6 +208,7 @@ def helm_values(
     model = plan.model.repo or plan.model.path or ""
     nodes = int(plan.value("cluster_nodes") or 1)
     cluster_args = ["--tensor-parallel-size", str(nodes)] if nodes > 1 else []
+    _refuse_secret_flags(plan)
     command = build_command(plan, model, environ, cluster_args)
     after_model = command.argv[command.argv.index(model) + 1 :]
     repository, tag = split_image(image)

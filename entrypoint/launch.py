@@ -25,7 +25,7 @@ from .guard import Halted, Runtime, Stopped, back_off, say, wait_for_memory, wai
 from .hub.metadata import CheckpointMeta, local_meta
 from .locate import locate
 from .plan.checkpoint import inspect_checkpoint
-from .plan.command import EngineCommand, build_command, shown_argv
+from .plan.command import EngineCommand, build_command, refuse_secret_flags, shown_argv
 from .plan.fit import fit_checkpoint
 from .plan.memory import MemoryPlan
 from .plan.resolve import Plan
@@ -45,6 +45,7 @@ from .state import (
     STARTS_FILE,
     locked,
     read_document,
+    share_with_group,
     start_ticks,
     write_document,
     write_state,
@@ -154,6 +155,7 @@ class StateRecorder:
     def __init__(self, plan: Plan) -> None:
         self.state = base_state(plan)
         self.state_dir = plan.value("state_dir")
+        share_with_group(self.state_dir)
 
     def update(self, phase: str, download: dict[str, Any] | None = None, **fields: Any) -> None:
         if download is not None:
@@ -230,21 +232,22 @@ def head_cluster(plan: Plan, environ: Mapping[str, str]) -> ClusterPlan | None:
 
 def form_cluster(
     ready: Prepared, cluster: ClusterPlan, environ: Mapping[str, str], recorder: StateRecorder
-) -> None:
-    """Start the Ray head and wait until every worker joined with this checkpoint."""
+) -> tuple[str, ...]:
+    """Start the Ray head and wait until every worker joined with this checkpoint; the
+    addresses of the nodes that joined."""
     from .cluster.members import checkpoint_labels
     from .cluster.node import start_head, stop_ray
 
     labels = checkpoint_labels(HEAD, Path(ready.found["model_path"]), ready.plan.model.repo)
     start_head(cluster, labels, environ)
     try:
-        _wait_workers(ready, cluster, recorder)
+        return _wait_workers(ready, cluster, recorder)
     except BaseException:
         stop_ray(environ)  # nothing left half-started
         raise
 
 
-def _wait_workers(ready: Prepared, cluster: ClusterPlan, recorder: StateRecorder) -> None:
+def _wait_workers(ready: Prepared, cluster: ClusterPlan, recorder: StateRecorder) -> tuple[str, ...]:
     from .cluster.node import head_wait
 
     workers = cluster.nodes - 1
@@ -260,7 +263,10 @@ def _wait_workers(ready: Prepared, cluster: ClusterPlan, recorder: StateRecorder
             + ", ".join(n.ip for n in members.nodes)
         )
 
-    head_wait(cluster, ready.plan.value("state_dir"), ready.plan.value("cluster_join_timeout_s"), joined)
+    members = head_wait(
+        cluster, ready.plan.value("state_dir"), ready.plan.value("cluster_join_timeout_s"), joined
+    )
+    return tuple(n.ip for n in members.nodes if n.alive)
 
 
 def launch(
@@ -275,13 +281,15 @@ def launch(
     recorder = StateRecorder(plan)
     try:
         recorder.update("pending")
+        refuse_secret_flags(plan)  # before anything is fetched or started
         cluster = head_cluster(plan, environ)
         ready = prepare(plan, environ, recorder.update, meta, cluster)
         argv = shown_argv(ready.command.argv)
         argv_id = fingerprint(argv)
         state_dir = ready.plan.value("state_dir")
+        members: tuple[str, ...] = ()
         if cluster is not None:
-            form_cluster(ready, cluster, environ, recorder)
+            members = form_cluster(ready, cluster, environ, recorder)
         with runtime.signals():
             while True:
                 try:
@@ -313,7 +321,7 @@ def launch(
     if cluster is not None:
         from .cluster.node import spawn_watcher
 
-        spawn_watcher(cluster, state_dir, environ)
+        spawn_watcher(cluster, state_dir, environ, members)
     try:
         execvpe(command.argv[0], command.argv, command.env(environ))
     except OSError as err:

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from .plan.memory import MemoryPlan
 from .plan.options import OPTIONS
+from .plan.redact import REDACTED, shown_value
 from .plan.resolve import Plan
 
 if TYPE_CHECKING:
@@ -20,7 +21,7 @@ _SECRET_SETTINGS = frozenset(o.name for o in OPTIONS if o.secret)
 
 
 def _shown(name: str, value: Any) -> Any:
-    return "<redacted>" if name in _SECRET_SETTINGS else value
+    return REDACTED if name in _SECRET_SETTINGS else shown_value(value)
 
 
 def plan_document(

@@ -68,6 +68,18 @@ def atomic_write(target: Path, text: str, mode: int = 0o644) -> None:
         os.close(folder)
 
 
+def share_with_group(state_dir: str | Path) -> None:
+    """Make the state folder writable by its group (setgid, 2775), where this user owns it.
+
+    The sidecar runs as another uid in the launcher's group (compose) and writes its
+    records (ready, heals) here; a volume made by an older image is 0755."""
+    with contextlib.suppress(OSError):
+        folder = Path(state_dir)
+        info = folder.stat()
+        if info.st_uid == os.getuid() and (info.st_mode & 0o2070) != 0o2070:
+            folder.chmod((info.st_mode & 0o7777) | 0o2070)
+
+
 def write_document(state_dir: str | Path, name: str, document: Any) -> Path:
     directory = Path(state_dir)
     target = directory / name

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -43,6 +44,7 @@ from typing import Any
 import psutil
 
 from entrypoint.errors import StateUnwritableError
+from entrypoint.plan.redact import shown_argv
 from entrypoint.state import HEALS_FILE, read_document, start_ticks, write_document
 
 KILL_GRACE_S = 30.0  # beyond the drain timeout, for vLLM to free its memory and exit
@@ -108,21 +110,37 @@ def backoff_left(history: Sequence[HealRecord], now: float, base_s: float) -> fl
     return max(history[-1].at + gap - now, 0.0)
 
 
-def find_engine(pid: Any, started_at: Any, ticks: Any = None) -> psutil.Process | None:
-    """The engine process the launcher recorded, or None when it is gone, a
-    zombie, or the PID now names another process. ``ticks`` (its start in clock
-    ticks since boot) decides when the launcher recorded it; else the wall-clock
-    start time within 1 s (a state written before ticks were recorded)."""
-    if not isinstance(pid, int):
+def _protected() -> set[int]:
+    """PID 1, this process and its ancestors: never a heal's target."""
+    own = {1, os.getpid()}
+    with contextlib.suppress(psutil.Error):
+        own |= {p.pid for p in psutil.Process().parents()}
+    return own
+
+
+def same_command(cmdline: Sequence[str], argv: Sequence[str]) -> bool:
+    """Whether a process's command line is the one the launcher exec'd (``argv``, as recorded,
+    secrets redacted). The kernel runs a script through its interpreter, so only the words
+    after ``argv[0]`` must match, at the end of the command line."""
+    if len(argv) < 2 or len(cmdline) < len(argv) - 1:
+        return False
+    return shown_argv(cmdline)[len(cmdline) - len(argv) + 1 :] == list(argv[1:])
+
+
+def find_engine(pid: Any, ticks: Any, argv: Any) -> psutil.Process | None:
+    """The engine process the launcher recorded, or None when it is gone, a zombie, or
+    the PID now names another process. Three things name it: the PID, its start in
+    clock ticks since boot (a clock no NTP step moves) and the command line the launcher
+    exec'd; and it is never PID 1, the sidecar or one of the sidecar's ancestors."""
+    if not isinstance(pid, int) or not isinstance(ticks, int) or not isinstance(argv, list):
+        return None
+    if pid in _protected():
         return None
     try:
         proc = psutil.Process(pid)
-        if isinstance(ticks, int):
-            if start_ticks(pid) != ticks:
-                return None
-        elif not isinstance(started_at, (int, float)) or abs(proc.create_time() - float(started_at)) > 1.0:
+        if start_ticks(pid) != ticks or proc.status() == psutil.STATUS_ZOMBIE:
             return None
-        if proc.status() == psutil.STATUS_ZOMBIE:
+        if not same_command(proc.cmdline(), [str(w) for w in argv]):
             return None
     except psutil.Error:
         return None
@@ -286,7 +304,7 @@ class Healer:
             self.blocked = "this engine start was already healed; waiting for its restart"
         elif (left := backoff_left(self.history, self.clock(), self.backoff_s)) > 0:
             self.blocked = f"heal back-off: the next heal is allowed in {left:.0f}s (HEAL_BACKOFF_S)"
-        elif (proc := find_engine(pid, state.get("pid_started_at"), state.get("pid_start_ticks"))) is None:
+        elif (proc := find_engine(pid, state.get("pid_start_ticks"), state.get("argv"))) is None:
             self.blocked = not_found(pid)
         else:
             record = HealRecord(self.clock(), str(start_id), proc.pid, hung, was_ready, "SIGTERM")

@@ -152,7 +152,7 @@ class Monitor:
                 self.counters = engine_counters(metrics.text.decode("utf-8", "replace"))
                 self.load = self._load(self.counters)
             if self.vllm_version is None:
-                version = await self._get("/version")
+                version = await self._get("/version", headers=self._headers())
                 if version.status_code == 200:
                     self.vllm_version = str(version.json().get("version"))
         except (httpx.HTTPError, ValueError) as err:

@@ -102,6 +102,20 @@ def test_blocking_problems_fail_with_their_fixes(tmp_path: Path) -> None:
     assert plan_line["status"] == "fail" and "MAX_MODEL_LEN" in plan_line["fix"]
 
 
+def test_an_api_beyond_loopback_with_no_key_is_a_warning_and_a_key_is_never_shown(tmp_path: Path) -> None:
+    canary = "sk-canary-0f3c9b1e"
+    with small_model_hub() as hub:
+        env = env_for(hub, tmp_path, HF_TOKEN="hf_good")
+        _, local, _ = doctor({**env, "API_BIND": "127.0.0.1"})
+        _, exposed, _ = doctor({**env, "API_BIND": "0.0.0.0"})
+        code, keyed, err = doctor({**env, "API_BIND": "0.0.0.0", "API_KEY": canary})
+    assert by_name(local)["exposure"][0]["status"] == "ok"
+    warned = by_name(exposed)["exposure"][0]
+    assert warned["status"] == "warn" and "with no API_KEY" in warned["detail"] and "API_KEY" in warned["fix"]
+    assert by_name(keyed)["exposure"][0]["status"] == "ok"
+    assert canary not in json.dumps(keyed) + err and code == ExitCode.OK
+
+
 def test_offline_without_a_cached_snapshot_fails(tmp_path: Path) -> None:
     with small_model_hub() as hub:
         code, doc, _ = doctor(env_for(hub, tmp_path, HF_HUB_OFFLINE="1"))
@@ -177,8 +191,8 @@ def test_doctor_shows_the_last_heal_and_where_its_evidence_is(tmp_path: Path) ->
             "phase": "starting",
             "start_id": "s1",
             "pid": engine.pid,
-            "pid_started_at": psutil.Process(engine.pid).create_time(),
             "pid_start_ticks": start_ticks(engine.pid),
+            "argv": psutil.Process(engine.pid).cmdline(),
         }
 
         async def heal() -> Healer:

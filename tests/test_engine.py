@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from entrypoint.keyguard import OPEN_PATHS
 from tests.conftest import clean_env
 from tests.support.downloads import hub_env
 from tests.support.engine import CPU_ENGINE, CPU_ENGINE_ENV, Engine, free_port, http_json, launched
@@ -52,6 +53,40 @@ def assert_kv_capacity_matches_the_plan(state: dict[str, Any], log: str) -> None
     engine_tokens = int(logged.group(1).replace(",", ""))
     planned = memory["kv_cache_bytes"] / memory["kv_bytes_per_token"]
     assert abs(engine_tokens - planned) <= 0.02 * planned, (engine_tokens, planned, memory)
+
+
+def _status(url: str, method: str, headers: dict[str, str] | None = None, body: Any = None) -> int:
+    sends = method in ("POST", "PUT", "PATCH")
+    data = json.dumps(body if body is not None else {}).encode() if sends else None
+    request = urllib.request.Request(
+        url, data=data, method=method, headers={"content-type": "application/json", **(headers or {})}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as err:
+        return int(err.code)
+
+
+def assert_every_route_needs_the_key(url: str, served: str, headers: dict[str, str]) -> None:
+    """Every route vLLM 0.32 mounts (its own OpenAPI document lists them) answers 401 without
+    the key, but liveness and metrics; /invocations, which vLLM's own check leaves open,
+    generates only with it."""
+    spec = http_json(url + "/openapi.json", headers=headers)
+    routes = [(m.upper(), p) for p, methods in spec["paths"].items() for m in methods]
+    assert ("POST", "/invocations") in routes and len(routes) > 20
+    refused, answered = [], []
+    for method, path in routes:
+        code = _status(url + re.sub(r"\{[^}]+\}", "x", path), method)
+        (answered if path in OPEN_PATHS else refused).append((method, path, code))
+    assert [r for r in refused if r[2] != 401] == [], "routes that answered without the key"
+    assert answered and all(code != 401 for *_, code in answered)
+    for path in ("/openapi.json", "/docs", "/metrics", "/health"):
+        assert (_status(url + path, "GET") == 401) is (path not in OPEN_PATHS), path
+    body = {"model": served, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
+    assert _status(url + "/invocations", "POST", body=body) == 401
+    assert _status(url + "/invocations", "POST", headers, body) == 200
+    assert _status(url + "/v1/models", "GET", {"authorization": "Bearer wrong"}) == 401
 
 
 def chat(engine: Engine, model: str, headers: dict[str, str], stream: bool = False) -> str:
@@ -167,3 +202,9 @@ def test_any_checkpoint_on_the_hub_serves_with_no_profile(
                     http_json(engine.url + "/v1/models")
                 assert denied.value.code == 401
                 assert "test-key" not in log and "test-key" not in " ".join(argv)
+                assert_every_route_needs_the_key(engine.url, served, headers)
+                written = [
+                    p.read_text(errors="replace") for p in (tmp_path / "state").rglob("*") if p.is_file()
+                ]
+                metrics = urllib.request.urlopen(engine.url + "/metrics", timeout=30).read().decode()
+                assert written and not any("test-key" in text for text in [*written, metrics])

@@ -175,7 +175,7 @@ def test_engine_service_is_set_up_for_a_spark() -> None:
     assert vllm["ipc"] == "private" and vllm["shm_size"] == "8gb"  # never host IPC (logind RemoveIPC)
     device = vllm["deploy"]["resources"]["reservations"]["devices"][0]
     assert device["driver"] == "nvidia" and device["capabilities"] == ["gpu"]
-    assert vllm["ulimits"]["memlock"] == -1 and vllm["ulimits"]["stack"] > 0
+    assert "memlock" not in vllm["ulimits"] and vllm["ulimits"]["stack"] > 0  # memlock: cluster only
     mounts = {v.split(":")[1] for v in vllm["volumes"]}
     assert {
         "/cache/huggingface",
@@ -184,7 +184,7 @@ def test_engine_service_is_set_up_for_a_spark() -> None:
         "/cache/triton",
         "/run/spark-serve",
     } <= mounts
-    assert vllm["ports"] == ["8000:8000"] and vllm["restart"] == "unless-stopped"
+    assert vllm["ports"] == ["127.0.0.1:8000:8000"] and vllm["restart"] == "unless-stopped"
     assert vllm["healthcheck"]["start_period"] == "45m" and "/health" in " ".join(vllm["healthcheck"]["test"])
 
 
@@ -206,12 +206,13 @@ def test_stop_grace_period_outlasts_every_shutdown_timeout() -> None:
 
 def test_sidecar_shares_the_state_volume_and_sees_the_gpu() -> None:
     sidecar = services()["sidecar"]
-    assert sidecar["command"] == ["sidecar"] and sidecar["ports"] == ["8001:8001"]
+    assert sidecar["command"] == ["sidecar"] and sidecar["ports"] == ["127.0.0.1:8001:8001"]
     # writable: it records the engine start that reached ready (the restart back-off)
     assert "state:/run/spark-serve" in sidecar["volumes"]
     assert "state:/run/spark-serve" in services()["vllm"]["volumes"]
     assert sidecar["environment"]["VLLM_URL"] == "http://vllm:8000"
-    assert sidecar["deploy"]["resources"]["reservations"]["devices"][0]["capabilities"] == ["gpu"]
+    # NVML only: the driver's utility capability, no compute
+    assert sidecar["deploy"]["resources"]["reservations"]["devices"][0]["capabilities"] == ["utility"]
 
 
 def test_engine_and_sidecar_share_a_pid_namespace_neither_of_them_owns() -> None:
@@ -254,6 +255,28 @@ def test_monitoring_profile_brings_prometheus_and_grafana() -> None:
 def test_without_env_the_default_profile_is_served() -> None:
     env = services()["vllm"]["environment"]
     assert env["MODEL"] == "" and env["VARIANT"] == ""  # empty counts as unset: the default profile
+
+
+def test_every_container_drops_its_capabilities_and_publishes_on_loopback() -> None:
+    svc = load_compose(COMPOSE, extra={})["services"]
+    for name, s in svc.items():
+        assert s["cap_drop"] == ["ALL"] and s["security_opt"] == ["no-new-privileges:true"], name
+        assert bool(s.get("read_only")) is (name != "grafana"), name  # Grafana writes its plugins folder
+        assert set(s.get("cap_add", [])) == ({"KILL"} if name in ("sidecar", "head-sidecar") else set()), name
+        assert all(str(p).startswith("127.0.0.1:") for p in s.get("ports", [])), name
+        assert ("memlock" in s.get("ulimits", {})) is (name in ("head", "worker")), name
+    assert svc["sidecar"]["user"] == svc["head-sidecar"]["user"] == "0:990"
+    assert svc["pidns"]["user"] == "65534:65534"
+    opened = load_compose(COMPOSE, extra={"API_BIND": "0.0.0.0", "GRAFANA_BIND": "0.0.0.0"})["services"]
+    assert opened["vllm"]["ports"] == ["0.0.0.0:8000:8000"] and opened["grafana"]["ports"] == [
+        "0.0.0.0:3000:3000"
+    ]
+    grafana = svc["grafana"]["environment"]
+    assert grafana["GF_AUTH_ANONYMOUS_ENABLED"] == "false" and "GF_SECURITY_ADMIN_PASSWORD" not in grafana
+    assert grafana["GF_SECURITY_ADMIN_PASSWORD__FILE"] == "/run/secrets/grafana_admin_password"
+    assert "test -s /run/secrets/grafana_admin_password" in " ".join(svc["grafana"]["entrypoint"])
+    for name in ("vllm", "sidecar", "head", "head-sidecar", "worker"):
+        assert "./secrets:/run/secrets:ro" in svc[name]["volumes"], name
 
 
 def test_env_example_documents_every_compose_variable_with_its_default() -> None:
@@ -325,14 +348,16 @@ def test_cluster_services_use_host_networking_rdma_and_the_same_caches() -> None
     assert (head["command"], worker["command"], side["command"]) == (["launch"], ["worker"], ["sidecar"])
     for s in (head, worker):
         assert s["network_mode"] == "host" and "ports" not in s
-        assert "/dev/infiniband:/dev/infiniband" in s["devices"] and "IPC_LOCK" in s["cap_add"]
+        assert "/dev/infiniband:/dev/infiniband" in s["devices"] and s["ulimits"]["memlock"] == -1
         assert s["environment"]["CLUSTER_NODES"] == "2" and "CLUSTER_HEAD" in s["environment"]
         assert set(s["volumes"]) == set(svc["vllm"]["volumes"])
         assert s["restart"] == "unless-stopped"  # a lost worker ends the head; both come back
     assert head["pid"] == side["pid"] == "service:pidns"
     assert side["network_mode"] == "host" and side["environment"]["VLLM_URL"] == "http://127.0.0.1:8000"
-    engine_env = {k for k in svc["vllm"]["environment"] if k != "PORT"}
-    assert engine_env <= set(head["environment"]) and engine_env <= set(worker["environment"])
+    engine_env = {k for k in svc["vllm"]["environment"] if k not in ("PORT", "API_BIND")}
+    assert engine_env <= set(head["environment"])
+    assert engine_env - {"API_KEY"} <= set(worker["environment"]) and "API_KEY" not in worker["environment"]
+    assert head["environment"]["HOST"] == "127.0.0.1"  # host networking: the API on loopback
 
 
 def test_the_image_is_built_once_by_the_service_every_other_depends_on() -> None:

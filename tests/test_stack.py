@@ -82,25 +82,50 @@ def test_every_engine_process_runs_as_990_and_writes_caches_only_on_volumes(stac
     uids = {row[header.index("UID")] for row in rows}
     assert len(rows) >= 3 and uids == {"990"}, rows  # the API server, the engine core, its worker
     (container,) = stack.compose("ps", "-q", "vllm").stdout.split()
+    # The root filesystem is read-only: nothing but the volumes and the private /tmp
+    # (a tmpfs: the running engine's ZMQ sockets, torch.distributed's rendezvous file,
+    # inductor's precompiled headers) can be written at all.
+    refused = stack.compose("exec", "-T", "vllm", "touch", "/home/spark/x", check=False)
+    assert refused.returncode != 0 and "Read-only file system" in refused.stderr
+    assert "tmpfs" in stack.in_engine("sh", "-c", "grep ' /tmp ' /proc/mounts")
     changed = stack.compose.docker.run("diff", container).stdout.split("\n")
     paths = [line[2:] for line in changed if line.strip()]
-    # Outside the volumes only /tmp changes, by design: the running engine's ZMQ
-    # sockets (uuid names), torch.distributed's rendezvous file (vllm_dist_*) and
-    # inductor's precompiled C++ headers, which torch always puts in the temp dir
-    # (rebuilt in seconds; only CPU code uses them).
-    uuid = re.compile(
-        r"^/tmp/([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}|vllm_dist_[0-9a-f]+)$"
-    )
-    headers = "/tmp/torchinductor_spark/precompiled_headers"
-    ephemeral = [
-        p
-        for p in paths
-        if p in ("/tmp", "/tmp/torchinductor_spark") or uuid.match(p) or p.startswith(headers)
-    ]
-    assert paths == ephemeral, sorted(set(paths) - set(ephemeral))
+    assert set(paths) <= {"/run", "/run/secrets"}, paths  # the secrets folder's mount point
     compiled = stack.in_engine("find", "/cache/vllm", "-path", "*inductor*", "-type", "f").split()
     assert compiled, "no torch.compile (inductor) cache on the vllm-cache volume"
     assert stack.in_engine("ls", "-A", "/home/spark").split() in ([], [".bash_logout", ".bashrc", ".profile"])
+
+
+def _proc_status(stack: Stack, service: str, pid: str = "1") -> dict[str, str]:
+    text = stack.compose("exec", "-T", service, "cat", f"/proc/{pid}/status").stdout
+    return dict(line.split(":\t", 1) for line in text.splitlines() if ":\t" in line)
+
+
+def test_each_container_has_only_the_privileges_it_needs(stack: Stack) -> None:
+    """The engine: uid 990, no capability. The sidecar: its own uid with CAP_KILL alone,
+    which signals the engine but cannot read its environment (its secrets). Nobody gains a
+    privilege by exec; the PID namespace's owner is a third uid neither can signal."""
+    listing = (
+        "import os\nfor p in filter(str.isdigit, os.listdir('/proc')):\n"
+        "    try: print(p, os.stat('/proc/' + p).st_uid, open('/proc/%s/cmdline' % p, 'rb').read()"
+        ".replace(bytes(1), b' ').decode())\n    except OSError: pass"
+    )
+    rows = [r.split(maxsplit=2) for r in stack.in_engine("python3", "-c", listing).splitlines()]
+    pidns = [r[0] for r in rows if r[1] == "65534"]
+    sidecars = [r[0] for r in rows if r[1] == "0" and "sidecar" in r[-1]]
+    assert pidns and sidecars, rows
+    pid = str(stack.launcher()["pid"])
+    engine, sidecar = _proc_status(stack, "vllm", pid), _proc_status(stack, "vllm", sidecars[-1])
+    assert engine["Uid"].split()[0] == "990" and int(engine["CapEff"], 16) == 0
+    assert sidecar["Uid"].split()[0] == "0" and sidecar["Gid"].split()[0] == "990"
+    assert int(sidecar["CapEff"], 16) == 1 << 5 and int(sidecar["CapBnd"], 16) == 1 << 5  # CAP_KILL only
+    assert engine["NoNewPrivs"].strip() == sidecar["NoNewPrivs"].strip() == "1"
+    peek = stack.compose("exec", "-T", "sidecar", "cat", f"/proc/{pid}/environ", check=False)
+    assert peek.returncode != 0 and "Permission denied" in peek.stderr
+    assert stack.compose("exec", "-T", "sidecar", "sh", "-c", f"kill -0 {pid}", check=False).returncode == 0
+    for target in (pidns[0], sidecars[-1]):
+        denied = stack.compose("exec", "-T", "vllm", "sh", "-c", f"kill -0 {target}", check=False)
+        assert denied.returncode != 0, target  # the engine signals neither
 
 
 def test_the_image_names_its_base_and_keeps_usage_statistics_off(stack: Stack) -> None:
@@ -180,7 +205,12 @@ def test_ray_is_in_the_image_and_the_worker_joins_a_ray_head(stack: Stack, fabri
     head = f"{project}-ray-head"
     ray_head = ["start", "--head", "--block", "--node-ip-address", "127.77.0.1", "--port", "6399",
                 "--include-dashboard=false", "--num-cpus", "1"]  # fmt: skip
-    docker.run("run", "-d", "--name", head, "--network", "host", "--entrypoint", "ray", IMAGE, *ray_head)
+    # With token auth, as every spark-serve cluster runs: the same token file as the worker's.
+    auth = ["-e", "RAY_AUTH_MODE=token", "-e", "RAY_AUTH_TOKEN_PATH=/run/secrets/ray_token",
+            "-v", f"{stack.compose.env['SECRETS_DIR']}:/run/secrets:ro"]  # fmt: skip
+    docker.run(
+        "run", "-d", "--name", head, "--network", "host", *auth, "--entrypoint", "ray", IMAGE, *ray_head
+    )
     worker = f"{project}-worker"
     try:
         stack.compose(
@@ -191,7 +221,7 @@ def test_ray_is_in_the_image_and_the_worker_joins_a_ray_head(stack: Stack, fabri
         )  # fmt: skip
 
         def joined() -> bool:
-            nodes = docker.run("exec", head, "python3", "-c", RAY_NODES, check=False, timeout=60)
+            nodes = docker.run("exec", *auth[:4], head, "python3", "-c", RAY_NODES, check=False, timeout=60)
             lines = nodes.stdout.strip().splitlines()
             labels = json.loads(lines[-1]) if nodes.returncode == 0 and lines else []
             return any(node.get("spark-serve-role") == "worker" for node in labels)

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from entrypoint import state
-from entrypoint.state import STARTS_FILE, locked, read_document, start_ticks, write_document
+from entrypoint.state import STARTS_FILE, locked, read_document, share_with_group, start_ticks, write_document
 from tests.conftest import clean_env
 
 
@@ -62,3 +62,12 @@ def test_start_ticks_name_a_process_by_a_clock_that_never_steps() -> None:
         proc.kill()
         proc.wait()
     assert start_ticks(proc.pid) is None
+
+
+def test_the_state_folder_is_shared_with_the_sidecars_group(tmp_path: Path) -> None:
+    folder = tmp_path / "state"
+    folder.mkdir(mode=0o755)
+    folder.chmod(0o755)
+    share_with_group(folder)
+    assert folder.stat().st_mode & 0o7777 == 0o2775
+    share_with_group(tmp_path / "missing")  # nothing to share: no error

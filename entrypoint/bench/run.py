@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib import metadata
@@ -18,9 +19,12 @@ from pathlib import Path
 from typing import Any
 
 from .. import __version__
+from ..plan.redact import shown_argv
 from ..plan.resolve import default_state_dir
+from ..secrets import read_secret_file
 from ..state import read_state
 from .errors import BenchAuthError, BenchEndpointError, BenchModelError, BenchResultError, BenchToolError
+from .keyed import KEY_ENV
 from .output import comparison, label, markdown, plot
 from .report import measure, rows_from, windows
 from .sampler import Sampler
@@ -135,8 +139,8 @@ def find_tokenizer(given: str | None, *sources: dict[str, Any] | None) -> str:
 
 def benchy_argv(request: BenchRequest, served: str, tokenizer: str, book: str, result: Path) -> list[str]:
     s = request.suite
-    argv = [sys.executable, "-m", "llama_benchy", "--base-url", request.url + "/v1"]
-    argv += ["--api-key", request.api_key or "EMPTY", "--model", served, "--served-model-name", served]
+    argv = [sys.executable, "-m", "entrypoint.bench.keyed", "--base-url", request.url + "/v1"]
+    argv += ["--model", served, "--served-model-name", served]
     argv += ["--tokenizer", tokenizer, "--book-url", book, "--runs", str(s.runs), "--exact-tg"]
     for flag, values in (
         ("--pp", s.pp),
@@ -150,15 +154,17 @@ def benchy_argv(request: BenchRequest, served: str, tokenizer: str, book: str, r
     return argv
 
 
-def redacted(argv: Sequence[str]) -> list[str]:
-    return [("<redacted>" if i and argv[i - 1] == "--api-key" else a) for i, a in enumerate(argv)]
-
-
-def drive(argv: list[str], log: Path, steps: int, say: Callable[[str], None]) -> None:
-    """Run llama-benchy, its output to ``log``, one progress line per step on the terminal."""
+def drive(
+    argv: list[str], log: Path, steps: int, say: Callable[[str], None], api_key: str | None = None
+) -> None:
+    """Run llama-benchy, its output to ``log``, one progress line per step on the terminal; the
+    key goes through the environment (:mod:`.keyed`), never on its command line."""
     step = 0
+    env = {k: v for k, v in os.environ.items() if k not in ("API_KEY", "VLLM_API_KEY")}
+    if api_key:
+        env[KEY_ENV] = api_key
     with log.open("w", encoding="utf-8") as sink:
-        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
         assert proc.stdout is not None
         for line in proc.stdout:
             sink.write(line)
@@ -203,7 +209,7 @@ def bench(request: BenchRequest, home: Path, say: Callable[[str], None]) -> dict
     metrics = (request.sidecar_url if status else request.url) + "/metrics"
     started = time.time()
     with Sampler(metrics, request.sample_interval) as sampler:
-        drive(argv, request.out / "llama-benchy.log", request.suite.steps(), say)
+        drive(argv, request.out / "llama-benchy.log", request.suite.steps(), say, request.api_key)
     benchy = json.loads(raw.read_text(encoding="utf-8"))
     progress = (request.out / "progress.jsonl").read_text(encoding="utf-8").splitlines()
     spans = windows(json.loads(line) for line in progress if line.strip())
@@ -220,7 +226,7 @@ def bench(request: BenchRequest, home: Path, say: Callable[[str], None]) -> dict
         "revision": (status or {}).get("revision"),
         "served_model_name": served,
         "engine_argv": (status or {}).get("argv"),
-        "benchy_argv": redacted(argv),
+        "benchy_argv": shown_argv(argv),
         "suite": request.suite.__dict__,
         "endpoint": request.url,
         "sidecar": request.sidecar_url if status else None,
@@ -258,7 +264,9 @@ def request_from(env: Mapping[str, str], args: Any) -> BenchRequest:
     return BenchRequest(
         url=url,
         sidecar_url=sidecar,
-        api_key=args.api_key or env.get("API_KEY") or None,
+        api_key=(read_secret_file("--api-key-file", args.api_key_file) if args.api_key_file else None)
+        or env.get("API_KEY")
+        or None,
         model=args.model,
         tokenizer=args.tokenizer,
         out=out,

@@ -12,12 +12,13 @@ import shutil
 import subprocess
 import sys
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-from ..errors import ClusterRayError, SparkServeError
+from ..errors import ClusterRayError, ClusterTokenError, SecretUnreadableError, SparkServeError
 from ..plan.resolve import Plan
+from ..secrets import read_secret_file
 from ..state import CLUSTER_FILE, write_document
 from .members import Membership, Node, nodes_from_ray, wait_for_workers
 from .net import read_interfaces, read_rdma_devices
@@ -32,7 +33,30 @@ def host_cluster(plan: Plan, role: str | None, environ: Mapping[str, str]) -> Cl
     unified = plan.device is not None and plan.device.memory == "unified"
     interfaces = read_interfaces()
     role = role or role_for(interfaces, str(plan.value("cluster_head") or ""))
-    return plan_cluster(plan, role, interfaces, read_rdma_devices(), environ, unified)
+    cluster = plan_cluster(plan, role, interfaces, read_rdma_devices(), environ, unified)
+    check_token(cluster.token_file)
+    return cluster
+
+
+def check_token(path: str) -> None:
+    """The Ray token file can be read and holds a token; else one line, before anything starts."""
+    fix = (
+        "make one with `spark-serve cluster-token PATH` on the head and copy it to every Spark "
+        "(compose: ./secrets/ray_token, readable by group 990; else set CLUSTER_TOKEN_FILE to it)"
+    )
+    try:
+        token = read_secret_file("CLUSTER_TOKEN_FILE", path)
+    except SecretUnreadableError as err:
+        raise ClusterTokenError(path, f"no Ray token: {err.message.split(': ', 1)[1]}", fix) from err
+    if len(token) < 16:
+        raise ClusterTokenError(path, "no Ray token: it is under 16 characters", fix)
+
+
+def new_token() -> str:
+    """A fresh Ray token: 32 random bytes, hex (what ``ray get-auth-token --generate`` makes)."""
+    import secrets
+
+    return secrets.token_hex(32)
 
 
 def _ray(environ: Mapping[str, str]) -> str:
@@ -43,6 +67,10 @@ def _ray(environ: Mapping[str, str]) -> str:
             "use the spark-serve image (it has Ray), or `pip install 'ray[default]'` beside vLLM",
         )
     return found
+
+
+def auth_env(cluster: ClusterPlan) -> dict[str, str]:
+    return {k: str(cluster.env[k].value) for k in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN_PATH")}
 
 
 def ray_env(cluster: ClusterPlan, environ: Mapping[str, str]) -> dict[str, str]:
@@ -85,11 +113,14 @@ def stop_ray(environ: Mapping[str, str]) -> None:
 class RayNodes:
     """Reads ``ray.nodes()`` through one driver connection to the head."""
 
-    def __init__(self, address: str) -> None:
+    def __init__(self, address: str, auth: Mapping[str, str] | None = None) -> None:
         self.address = address
+        self.auth = dict(auth or {})
         self._connected = False
 
     def __call__(self) -> list[Node]:
+        # Ray reads its authentication settings from this process's environment.
+        os.environ.update(self.auth)
         import ray
 
         if not self._connected:
@@ -121,7 +152,7 @@ def head_wait(
     report: Callable[[Membership], None],
 ) -> Membership:
     """Wait for every worker; the membership goes to ``cluster.json`` as it changes."""
-    reader = RayNodes(cluster.address)
+    reader = RayNodes(cluster.address, auth_env(cluster))
     seen: list[tuple[str, bool]] = []
 
     def record(members: Membership) -> None:
@@ -139,9 +170,12 @@ def head_wait(
     return members
 
 
-def spawn_watcher(cluster: ClusterPlan, state_dir: str, environ: Mapping[str, str]) -> None:
+def spawn_watcher(
+    cluster: ClusterPlan, state_dir: str, environ: Mapping[str, str], members: Sequence[str]
+) -> None:
     """Start the membership watcher beside the engine: this process's PID becomes vLLM's
-    at exec, and the watcher ends it (SIGTERM) if a worker is lost."""
+    at exec, and the watcher ends it (SIGTERM) if one of ``members`` (the nodes that
+    formed the cluster) is lost; another node that comes and goes changes nothing."""
     argv = [
         sys.executable,
         "-m",
@@ -154,6 +188,7 @@ def spawn_watcher(cluster: ClusterPlan, state_dir: str, environ: Mapping[str, st
         state_dir,
         "--engine-pid",
         str(os.getpid()),
+        *(word for ip in members for word in ("--member", ip)),
     ]
     subprocess.Popen(argv, env=ray_env(cluster, environ), stdin=subprocess.DEVNULL, close_fds=True)
 

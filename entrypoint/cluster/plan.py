@@ -18,6 +18,19 @@ from ..plan.resolve import Plan, Setting
 from .net import Interface, choose_interface, twin_devices
 
 HEAD, WORKER = "head", "worker"
+# Ray's ports, each pinned to an offset from CLUSTER_PORT (the GCS) so that one
+# range, CLUSTER_PORT to CLUSTER_PORT + 107, is all a fabric firewall opens.
+RAY_PORT_OFFSETS: dict[str, int] = {
+    "--node-manager-port": 1,
+    "--object-manager-port": 2,
+    "--runtime-env-agent-port": 3,
+    "--dashboard-agent-grpc-port": 4,
+    "--dashboard-agent-listen-port": 5,
+    "--metrics-export-port": 6,
+}
+HEAD_PORT_OFFSETS: dict[str, int] = {"--ray-client-server-port": 7}
+WORKER_PORTS = (8, 107)  # --min-worker-port, --max-worker-port
+PORT_SPAN = WORKER_PORTS[1]
 
 
 @dataclass(frozen=True)
@@ -40,11 +53,19 @@ class ClusterPlan:
         size = "--tensor-parallel-size" if self.parallel == "tensor" else "--pipeline-parallel-size"
         return ["--distributed-executor-backend", "ray", size, str(self.nodes)]
 
+    def ports(self) -> list[str]:
+        """Every port Ray opens on this node, pinned: ``--flag value`` pairs."""
+        pinned = {**RAY_PORT_OFFSETS, **(HEAD_PORT_OFFSETS if self.role == HEAD else {})}
+        low, high = WORKER_PORTS
+        pinned |= {"--min-worker-port": low, "--max-worker-port": high}
+        return [word for flag, offset in pinned.items() for word in (flag, str(self.port + offset))]
+
     def ray_start_argv(self, labels: Mapping[str, str]) -> list[str]:
         """``ray start`` for this node; the worker's blocks (it is the container's process)."""
         common = [
             "--node-ip-address",
             self.node_ip,
+            *self.ports(),
             "--disable-usage-stats",
             "--labels",
             ",".join(f"{k}={v}" for k, v in sorted(labels.items())),
@@ -53,10 +74,15 @@ class ClusterPlan:
             return ["ray", "start", "--head", "--port", str(self.port), "--include-dashboard=false", *common]
         return ["ray", "start", "--address", self.address, "--block", *common]
 
+    @property
+    def token_file(self) -> str:
+        return str(self.env["RAY_AUTH_TOKEN_PATH"].value)
+
     def shown(self) -> dict[str, object]:
         return {
             "role": self.role,
             "head": self.address,
+            "ports": f"{self.port}-{self.port + PORT_SPAN}",
             "nodes": self.nodes,
             "parallel": self.parallel,
             "interface": self.interface,
@@ -129,6 +155,10 @@ def plan_cluster(
             "0",
             "GPU memory is system memory here: Ray's OOM monitor would kill the engine's workers",
         )
+    # Always on, whatever the environment says: no node or driver joins without the token.
+    env["RAY_AUTH_MODE"] = Setting("token", "derived", "Ray's token authentication, on in every cluster")
+    token = plan.settings["cluster_token_file"]
+    env["RAY_AUTH_TOKEN_PATH"] = Setting(str(token.value), token.source, "CLUSTER_TOKEN_FILE")
     if role == HEAD:
         put("RAY_ADDRESS", f"{node_ip}:{plan.value('cluster_port')}", "the Ray head this node starts")
     return ClusterPlan(

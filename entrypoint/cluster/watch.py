@@ -22,8 +22,13 @@ from ..state import CLUSTER_FILE, write_document
 from .members import Membership, Node
 
 
-def lost_reason(members: Membership) -> str | None:
-    """Why the cluster is no longer whole, or None."""
+def lost_reason(members: Membership, formed: Sequence[str] = ()) -> str | None:
+    """Why the cluster is no longer whole, or None. With ``formed`` (the nodes that formed
+    it), only one of those counts: a node that joins later and leaves again serves nothing."""
+    if formed:
+        alive = {n.ip for n in members.nodes if n.alive}
+        gone = [ip for ip in formed if ip not in alive]
+        return ("worker " + ", ".join(gone) + " lost") if gone else None
     if members.lost:
         return "worker " + ", ".join(n.ip for n in members.lost) + " lost"
     if members.joined < members.expected:
@@ -40,6 +45,7 @@ def watch(
     stopped: Callable[[], bool],
     every_s: float = 3.0,
     sleep: Callable[[float], None] = time.sleep,
+    formed: Sequence[str] = (),
 ) -> str | None:
     """Watch until the engine or this process is asked to stop; the reason the engine was ended."""
     while engine_alive() and not stopped():
@@ -49,7 +55,7 @@ def watch(
             print(f"spark-serve: cluster watcher: {err}", file=sys.stderr, flush=True)
             sleep(every_s)
             continue
-        reason = lost_reason(members)
+        reason = lost_reason(members, formed)
         write_document(
             state_dir, CLUSTER_FILE, {**members.to_json("lost" if reason else "joined"), "error": reason}
         )
@@ -69,6 +75,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--expected", type=int, required=True)
     parser.add_argument("--state-dir", required=True)
     parser.add_argument("--engine-pid", type=int, required=True)
+    parser.add_argument("--member", action="append", default=[], help="a node that formed the cluster")
     args = parser.parse_args(argv)
     flag = {"stop": False}
 
@@ -79,7 +86,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGINT, on_signal)
     from .node import RayNodes
 
-    reader = RayNodes(args.address)
+    reader = RayNodes(args.address)  # the auth settings are in this process's environment
     try:
         watch(
             reader,
@@ -88,6 +95,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             engine_alive=lambda: os.getppid() == args.engine_pid,
             end_engine=lambda: os.kill(args.engine_pid, signal.SIGTERM),
             stopped=lambda: flag["stop"],
+            formed=args.member,
         )
     finally:
         reader.close()

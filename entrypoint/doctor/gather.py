@@ -55,6 +55,26 @@ class PortFacts:
     detail: str = ""
 
 
+@dataclass(frozen=True)
+class Exposure:
+    """Where the API answers, and whether it asks for a key."""
+
+    variable: str  # API_BIND (compose's published address) or HOST
+    address: str
+    keyed: bool
+
+    @property
+    def loopback(self) -> bool:
+        import ipaddress
+
+        if self.address in ("localhost", ""):
+            return self.address == "localhost"
+        try:
+            return ipaddress.ip_address(self.address).is_loopback
+        except ValueError:
+            return False
+
+
 @dataclass
 class Facts:
     gpu: GpuFacts | None
@@ -69,6 +89,7 @@ class Facts:
     disk_free: int | None = None
     download_bytes: int | None = None  # still to download; None: unknown
     hub: HubFacts = field(default_factory=lambda: HubFacts("local", ""))
+    api_exposure: Exposure | None = None
     versions: dict[str, tuple[str, str] | None] = field(default_factory=dict)
     torch_cuda: str | None = None
     torch_error: str | None = None
@@ -179,6 +200,9 @@ def gather(
             facts.download_bytes = facts.memory.weights_bytes
         host = str(plan.value("host"))
         facts.ports.append(port_facts("API", "PORT", host, int(plan.value("port")), "/health"))
+        # Under compose the API is published on API_BIND; elsewhere it listens on HOST.
+        bound = ("API_BIND", env["API_BIND"]) if env.get("API_BIND") else ("HOST", host)
+        facts.api_exposure = Exposure(*bound, keyed=bool(plan.value("api_key")))
     from server.settings import load_settings
 
     try:

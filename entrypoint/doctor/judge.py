@@ -244,6 +244,24 @@ def ports(f: Facts) -> Iterator[Line]:
             yield Line("port", "fail", f"{where}: {p.detail}", f"stop what listens there or set {p.variable}")
 
 
+def exposure(f: Facts) -> Iterator[Line]:
+    e = f.api_exposure
+    if e is None:
+        return
+    where = f"the API listens on {e.address or 'every interface'} ({e.variable})"
+    if e.loopback:
+        yield Line("exposure", "ok", f"{where}: this machine only")
+    elif e.keyed:
+        yield Line("exposure", "ok", f"{where}, and every route but /health and /metrics asks for API_KEY")
+    else:
+        yield Line(
+            "exposure",
+            "warn",
+            f"{where} with no API_KEY: anyone who reaches it can generate",
+            "set API_KEY (or write ./secrets/api_key), or keep the API on loopback (API_BIND=127.0.0.1)",
+        )
+
+
 def launcher(f: Facts) -> Iterator[Line]:
     state = f.launcher
     if not state:
@@ -281,7 +299,7 @@ def heal(f: Facts) -> Iterator[Line]:
     )
 
 
-SECTIONS = (gpu, hardware, memory, plan, disk, hub, versions, caches, ports, launcher, heal)
+SECTIONS = (gpu, hardware, memory, plan, disk, hub, versions, caches, ports, exposure, launcher, heal)
 
 
 def judge(facts: Facts) -> list[Line]:

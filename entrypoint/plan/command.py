@@ -8,11 +8,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from ..errors import SecretExposedError
 from .options import OPTIONS, SECRET_ENV
+from .redact import REDACTED, replaced_by_variable, shown_argv
 from .resolve import ENGINE_FIELDS, Plan, Setting
 
-REDACTED = "<redacted>"
-_SECRET_FLAGS = ("--api-key", "--hf-token")
+__all__ = ["REDACTED", "EngineCommand", "build_command", "engine_flags", "shown_argv"]
+# The ASGI middleware (entrypoint/keyguard.py) that puts the key on every route.
+KEY_MIDDLEWARE = "entrypoint.keyguard.KeyGuard"
 FAULTHANDLER_WHY = (
     "every engine process writes all its threads' Python stacks to the log when the sidecar "
     "ends a hung engine (SIGABRT)"
@@ -57,6 +60,26 @@ def engine_flags(plan: Plan) -> list[str]:
     return args
 
 
+EXTRA_ARGS = (("vllm_extra_args", "VLLM_EXTRA_ARGS"), ("extra_args", "the profile's extra_args"))
+
+
+def refuse_secret_flags(plan: Plan) -> None:
+    """``--api-key`` or ``--hf-token`` in the extra arguments: a key on a command line is
+    readable by every user of the host (``ps``), and vLLM's ``--api-key`` guards only /v1."""
+    for name, where in EXTRA_ARGS:
+        found = replaced_by_variable(plan.value(name) or [])
+        if found:
+            flag, variable = found
+            raise SecretExposedError(
+                where,
+                flag,
+                "a secret on the engine's command line, which every user of the host can read",
+                f"remove {flag} and set {variable} (or {variable}_FILE): it reaches vLLM through the "
+                "environment, never a command line"
+                + (", and guards every route" if variable == "API_KEY" else ""),
+            )
+
+
 def build_command(
     plan: Plan,
     model: str,
@@ -66,12 +89,16 @@ def build_command(
 ) -> EngineCommand:
     """The engine command for ``model`` (a local path or a Hub repo id); ``cluster_args``
     and ``cluster_env`` spread it over a Ray cluster (before the extra arguments, which win)."""
+    refuse_secret_flags(plan)
     argv = [model if word == "{model}" else word for word in plan.value("engine_command")]
     argv += ["--served-model-name", plan.value("served_model_name")]
     argv += ["--host", str(plan.value("host")), "--port", str(plan.value("port"))]
     if plan.model.path is None and model == plan.model.repo:
         argv += ["--revision", plan.value("revision")]
     argv += engine_flags(plan)
+    if plan.value("api_key"):
+        # vLLM's own check leaves /invocations and more open: the key on every route.
+        argv += ["--middleware", KEY_MIDDLEWARE]
     argv += cluster_args
     argv += plan.value("extra_args") or []
     argv += plan.value("vllm_extra_args") or []
@@ -83,21 +110,3 @@ def build_command(
     own = {o.env for o in OPTIONS if o.env}
     unset = tuple(sorted(k for k, v in inherited.items() if v == "" and (k in own or k in SECRET_ENV)))
     return EngineCommand(argv, env_set, unset)
-
-
-def shown_argv(argv: list[str]) -> list[str]:
-    """argv with the values of secret-bearing flags redacted (for logs and state)."""
-    shown: list[str] = []
-    hide_next = False
-    for word in argv:
-        if hide_next:
-            shown.append(REDACTED)
-            hide_next = False
-        elif word in _SECRET_FLAGS:
-            shown.append(word)
-            hide_next = True
-        elif word.startswith(tuple(f + "=" for f in _SECRET_FLAGS)):
-            shown.append(word.split("=", 1)[0] + "=<redacted>")
-        else:
-            shown.append(word)
-    return shown

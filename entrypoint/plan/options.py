@@ -17,6 +17,7 @@ from typing import Any
 from pydantic import TypeAdapter, ValidationError
 
 from .profile import VllmOptions
+from .redact import SECRET_ENV_NAMES
 
 Parser = Callable[[str], Any]
 
@@ -297,7 +298,20 @@ OPTIONS: tuple[Option, ...] = (
         parse_text,
         "the fabric interface (default: the one fabric port that carries CLUSTER_HEAD's subnet)",
     ),
-    Option("cluster_port", "CLUSTER_PORT", "--cluster-port", parse_port, "Ray's port on the head"),
+    Option(
+        "cluster_port",
+        "CLUSTER_PORT",
+        "--cluster-port",
+        Number(int, "", 1024, 65535 - 107),
+        "Ray's port on the head; Ray's other ports are pinned to the 107 after it",
+    ),
+    Option(
+        "cluster_token_file",
+        "CLUSTER_TOKEN_FILE",
+        "--cluster-token-file",
+        parse_text,
+        "file holding the Ray cluster's token, the same on every node (`spark-serve cluster-token`)",
+    ),
     Option(
         "cluster_parallel",
         "CLUSTER_PARALLEL",
@@ -322,4 +336,4 @@ OPTIONS: tuple[Option, ...] = (
 )
 
 BY_NAME: dict[str, Option] = {opt.name: opt for opt in OPTIONS}
-SECRET_ENV: frozenset[str] = frozenset({"VLLM_API_KEY"} | {o.env for o in OPTIONS if o.secret and o.env})
+SECRET_ENV: frozenset[str] = SECRET_ENV_NAMES | {o.env for o in OPTIONS if o.secret and o.env}

@@ -56,6 +56,7 @@ def builtin_defaults(env: Mapping[str, str]) -> dict[str, Any]:
         "restart_backoff_s": 15.0,
         "cluster_nodes": 1,
         "cluster_port": 6379,
+        "cluster_token_file": "/run/secrets/ray_token",
         "cluster_parallel": "tensor",
         "cluster_join_timeout_s": 900.0,
         "extra_args": [],

@@ -142,6 +142,34 @@ def test_watcher_records_membership_and_ends_the_engine_when_a_worker_is_lost(tm
     assert [n["phase"] for n in final["nodes"]] == ["joined", "lost"]
 
 
+def test_a_node_that_joins_and_leaves_after_the_cluster_formed_ends_nothing(tmp_path: Path) -> None:
+    """Only the nodes that formed the cluster count: a stranger (or a second worker) that
+    comes and goes while the engine serves leaves it alone; a formed worker lost still ends it."""
+    stranger = _ray_node("10.0.0.9", role="")
+    tables = iter(
+        [
+            [HEAD, _ray_node("10.0.0.2"), stranger],
+            [HEAD, _ray_node("10.0.0.2"), _ray_node("10.0.0.9", alive=False, role="")],
+            [HEAD, _ray_node("10.0.0.2", alive=False), _ray_node("10.0.0.9", alive=False, role="")],
+        ]
+    )
+    ended: list[bool] = []
+    reason = watch(
+        lambda: nodes_from_ray(next(tables)),
+        2,
+        str(tmp_path),
+        engine_alive=lambda: True,
+        end_engine=lambda: ended.append(True),
+        stopped=lambda: False,
+        sleep=lambda _: None,
+        formed=("10.0.0.1", "10.0.0.2"),
+    )
+    assert reason == "worker 10.0.0.2 lost" and ended == [True]
+    alive, gone = Node("10.0.0.1", True, "head", "c", "r"), Node("10.0.0.9", False, "", "", "")
+    assert lost_reason(Membership(2, (alive, gone)), ("10.0.0.1",)) is None
+    assert lost_reason(Membership(2, (alive,)), ("10.0.0.1", "10.0.0.2")) == "worker 10.0.0.2 lost"
+
+
 def test_watcher_stops_with_its_engine(tmp_path: Path) -> None:
     calls: list[int] = []
     result = watch(

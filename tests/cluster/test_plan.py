@@ -33,11 +33,36 @@ def test_head_environment_is_derived_with_its_sources() -> None:
         "GLOO_SOCKET_IFNAME": "enp1s0f1np1",
         "NCCL_IB_HCA": "roceP2p1s0f1,rocep1s0f1",
         "RAY_memory_monitor_refresh_ms": "0",
+        "RAY_AUTH_MODE": "token",
+        "RAY_AUTH_TOKEN_PATH": "/run/secrets/ray_token",
         "RAY_ADDRESS": f"{HEAD_IP}:6379",
     }
-    assert all(s.source == "derived" for s in cluster.env.values())
+    assert all(s.source == "derived" for k, s in cluster.env.items() if k != "RAY_AUTH_TOKEN_PATH")
     assert "twins" in cluster.env["NCCL_IB_HCA"].origin
     assert cluster.engine_args() == ["--distributed-executor-backend", "ray", "--tensor-parallel-size", "2"]
+
+
+def test_token_auth_is_on_whatever_the_environment_says_and_every_ray_port_is_pinned() -> None:
+    plan = _plan(CLUSTER_TOKEN_FILE="/t/token", CLUSTER_PORT="7000")
+    inherited = {"RAY_AUTH_MODE": "disabled"}
+    for role, host in ((HEAD, SPARK), (WORKER, WORKER_HOST)):
+        cluster = plan_cluster(plan, role, host, RDMA, inherited, unified_memory=True)
+        assert cluster.env["RAY_AUTH_MODE"].value == "token"
+        assert cluster.env["RAY_AUTH_TOKEN_PATH"].value == "/t/token" and cluster.token_file == "/t/token"
+        argv = cluster.ray_start_argv({})
+        flags = [w for w in argv if w.endswith("-port")]
+        ports = [int(argv[argv.index(f) + 1]) for f in flags]
+        assert all(7000 <= p <= 7107 for p in ports) and len(set(ports)) == len(ports)
+        assert ("--ray-client-server-port" in flags) is (role == HEAD)
+        assert {
+            "--node-manager-port",
+            "--object-manager-port",
+            "--min-worker-port",
+            "--max-worker-port",
+        } <= set(flags)
+        assert cluster.shown()["ports"] == "7000-7107"
+    with pytest.raises(SettingError, match="CLUSTER_PORT"):
+        _plan(CLUSTER_PORT="65500")
 
 
 def test_a_variable_already_set_wins_over_the_derived_one() -> None:

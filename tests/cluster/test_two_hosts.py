@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 
 from entrypoint.errors import ExitCode
+from tests.conftest import clean_env, run_cli
 from tests.support.checkpoints import bf16_llama
 from tests.support.engine import free_port, tiny_engine_env
 from tests.support.netns import BIN, Host, netns_unavailable, two_hosts
@@ -51,7 +52,15 @@ def hosts() -> Iterator[tuple[Host, Host]]:
         yield pair
 
 
+def _token(root: Path, name: str = "ray-token") -> str:
+    path = root / name
+    if not path.exists():
+        assert run_cli(["cluster-token", str(path)], clean_env()).code == 0
+    return str(path)
+
+
 def _env(host: Host, head: Host, root: Path, checkpoint: Path, **extra: str) -> dict[str, str]:
+    extra.setdefault("CLUSTER_TOKEN_FILE", _token(root))
     env = tiny_engine_env(
         root / f"state-{host.ns}",
         checkpoint,
@@ -105,6 +114,48 @@ def test_a_worker_that_never_joins_ends_the_head_with_a_reason_and_no_ray_left(
     cluster = json.loads((tmp_path / f"state-{a.ns}" / "cluster.json").read_text())
     assert (cluster["expected"], cluster["joined"]) == (2, 1)
     assert _ray_daemons(a) == []  # the head's Ray was stopped: nothing half-started
+
+
+def test_a_cluster_start_without_a_token_refuses_before_anything_starts(
+    hosts: tuple[Host, Host], checkpoint: Path, tmp_path: Path
+) -> None:
+    a, b = hosts
+    for host, command in ((a, "launch"), (b, "worker")):
+        env = _env(host, a, tmp_path, checkpoint, CLUSTER_TOKEN_FILE=str(tmp_path / "none"))
+        proc = host.spawn([*SPARK_SERVE, command], env, tmp_path / f"{command}.log")
+        assert _finish(proc, 60) == ExitCode.CLUSTER_TOKEN
+        log = (tmp_path / f"{command}.log").read_text()
+        assert f"CLUSTER_TOKEN_FILE={tmp_path / 'none'}: no Ray token: No such file or directory" in log, log
+        assert "Traceback" not in log and _ray_daemons(host) == []
+
+
+def test_a_node_without_the_token_cannot_join_and_one_with_it_can(
+    hosts: tuple[Host, Host], checkpoint: Path, tmp_path: Path
+) -> None:
+    """The Ray head runs with token auth: `ray start` with another token, or with none at all,
+    does not join it; the same `ray start` with the head's token does."""
+    a, b = hosts
+    env = _env(a, a, tmp_path, checkpoint, CLUSTER_JOIN_TIMEOUT_S="300")
+    head = a.spawn([*SPARK_SERVE, "launch"], env, tmp_path / "head.log")
+    deadline = time.monotonic() + 120
+    while "waiting for 1 worker(s) to join" not in (tmp_path / "head.log").read_text():
+        assert head.poll() is None and time.monotonic() < deadline, (tmp_path / "head.log").read_text()
+        time.sleep(0.5)
+    bare = {k: v for k, v in env.items() if not k.startswith("RAY_AUTH")}
+    join = ["ray", "start", "--address", f"{a.ip}:6390", "--node-ip-address", b.ip, "--disable-usage-stats"]
+    wrong = {**bare, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": _token(tmp_path, "other-token")}
+    for attempt in (bare, wrong):
+        done = subprocess.run(b.argv(join), env=attempt, capture_output=True, text=True, timeout=120)
+        assert done.returncode != 0, done.stdout[-2000:] + done.stderr[-2000:]
+        b.kill_all()  # whatever it left (not `ray stop`: it ends Ray's processes machine-wide)
+    state = json.loads((tmp_path / f"state-{a.ns}" / "cluster.json").read_text())
+    assert state["joined"] == 1 and [n["ip"] for n in state["nodes"]] == [a.ip]
+    right = {**bare, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": _token(tmp_path)}
+    done = subprocess.run(b.argv(join), env=right, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    # A node that is no `spark-serve worker` is refused by the head, as before.
+    assert _finish(head, 60) == ExitCode.CLUSTER_MISMATCH
+    assert "joined the Ray cluster without `spark-serve worker`" in (tmp_path / "head.log").read_text()
 
 
 def test_a_worker_with_another_checkpoint_is_refused_before_the_engine_starts(

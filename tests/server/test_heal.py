@@ -23,6 +23,7 @@ from server.heal import (
     end_engine,
     find_engine,
     records,
+    same_command,
 )
 
 # Ignores SIGTERM (a hung engine that cannot drain) and has a child, as vLLM's
@@ -56,23 +57,55 @@ def test_heal_records_round_trip_and_junk_is_skipped() -> None:
     assert records("not a list") == []
 
 
-def test_a_pid_is_the_engine_only_with_its_start_time() -> None:
-    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+def test_a_pid_is_the_engine_only_with_its_start_ticks_and_its_command_line() -> None:
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "--api-key", "k"])
     try:
-        started, ticks = psutil.Process(proc.pid).create_time(), start_ticks(proc.pid)
+        ticks = start_ticks(proc.pid)
+        argv = ["python3", "-c", "import time; time.sleep(60)", "--api-key", "<redacted>"]
         assert isinstance(ticks, int)
-        assert find_engine(proc.pid, started) is not None
-        assert find_engine(proc.pid, started - 100) is None  # a reused PID
-        assert find_engine(proc.pid, None) is None and find_engine("1", started) is None
-        # The ticks since boot decide: a wall clock stepped by NTP after the start changes nothing.
-        assert find_engine(proc.pid, started - 100, ticks) is not None
-        assert find_engine(proc.pid, started, ticks + 1) is None
+        assert find_engine(proc.pid, ticks, argv) is not None  # the recorded argv is redacted
+        assert find_engine(proc.pid, ticks + 1, argv) is None  # a reused PID
+        assert find_engine(proc.pid, ticks, [*argv[:-1], "x"]) is None  # another command line
+        assert find_engine(proc.pid, ticks, ["sleep", "60"]) is None
+        assert find_engine(proc.pid, None, argv) is None and find_engine(proc.pid, ticks, None) is None
+        assert find_engine("1", ticks, argv) is None
         proc.kill()
         time.sleep(0.2)
-        assert find_engine(proc.pid, started, ticks) is None  # a zombie is not an engine
+        assert find_engine(proc.pid, ticks, argv) is None  # a zombie is not an engine
     finally:
         proc.kill()
         proc.wait()
+
+
+def test_pid_1_the_sidecar_and_its_ancestors_are_never_the_engine() -> None:
+    me = psutil.Process()
+    for proc in (me, *me.parents()):
+        assert find_engine(proc.pid, start_ticks(proc.pid), proc.cmdline()) is None
+    assert same_command(me.cmdline(), me.cmdline())  # what the check would otherwise accept
+
+
+def test_a_plain_process_whose_pid_the_state_names_is_left_alone(tmp_path: Path) -> None:
+    """What a new user can try: a state naming a `sleep` with its true PID and ticks, but
+    not the command line the launcher recorded."""
+    sleeper = subprocess.Popen(["sleep", "60"])
+    try:
+        state = {
+            "phase": "starting",
+            "start_id": "s1",
+            "pid": sleeper.pid,
+            "pid_start_ticks": start_ticks(sleeper.pid),
+            "argv": ["vllm", "serve", "/models/x", "--port", "8000"],
+            "shutdown_timeout": 0,
+        }
+        healer = Healer(True, 60.0, str(tmp_path))
+        healer.consider(state, "3 idle probes in a row failed", True)
+        assert healer.task is None and healer.total == 0
+        assert healer.blocked is not None and healer.blocked.startswith(f"engine PID {sleeper.pid} not found")
+        time.sleep(0.2)
+        assert sleeper.poll() is None
+    finally:
+        sleeper.kill()
+        sleeper.wait()
 
 
 def _escalate(script: str, env: dict[str, str] | None = None) -> tuple[subprocess.Popen[str], int, list]:
@@ -102,7 +135,10 @@ def test_an_engine_that_ignores_sigterm_writes_its_stacks_on_sigabrt() -> None:
         stderr = proc.stderr.read()  # type: ignore[union-attr]
         # Both the engine (in its sleep, line 5) and its child wrote their stacks.
         assert stderr.count("Fatal Python error: Aborted") == 2 and 'File "<string>", line 5' in stderr
-        assert not psutil.pid_exists(child) or psutil.Process(child).status() == psutil.STATUS_ZOMBIE
+        deadline = time.monotonic() + 10  # the child's own stack dump may still be ending under load
+        while psutil.pid_exists(child) and psutil.Process(child).status() != psutil.STATUS_ZOMBIE:
+            assert time.monotonic() < deadline, "the engine's child outlived the heal"
+            time.sleep(0.1)
     finally:
         proc.kill()
         proc.wait()
@@ -125,8 +161,8 @@ def test_the_healer_signals_once_per_start_and_keeps_its_record(tmp_path: Path) 
         "phase": "starting",
         "start_id": "s1",
         "pid": proc.pid,
-        "pid_started_at": psutil.Process(proc.pid).create_time(),
         "pid_start_ticks": start_ticks(proc.pid),
+        "argv": psutil.Process(proc.pid).cmdline(),
         "shutdown_timeout": 0,
     }
     seen = {"reason": "3 idle probes in a row failed", "load": {"running": 1.0, "waiting": 0.0}}

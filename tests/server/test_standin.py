@@ -14,7 +14,7 @@ from typing import Any
 
 import psutil
 
-from entrypoint.state import HEALS_FILE, READY_FILE, read_document, write_state
+from entrypoint.state import HEALS_FILE, READY_FILE, read_document, start_ticks, write_state
 from tests.conftest import clean_env
 from tests.support.engine import free_port
 from tests.support.hung_engine import StandIn, stand_in
@@ -39,7 +39,8 @@ def launched_state(state_dir: Path, engine: StandIn, **extra: Any) -> None:
             "start_id": "s1",
             "started_at": time.time(),
             "pid": engine.proc.pid,
-            "pid_started_at": psutil.Process(engine.proc.pid).create_time(),
+            "pid_start_ticks": start_ticks(engine.proc.pid),
+            "argv": psutil.Process(engine.proc.pid).cmdline(),
             "served_model_name": MODEL,
             "shutdown_timeout": 0,
             **extra,
@@ -118,7 +119,7 @@ def test_with_heal_off_a_hung_engine_is_left_alone_and_reported(tmp_path: Path) 
 
 
 def test_a_pid_that_is_not_the_engine_is_never_signalled(tmp_path: Path) -> None:
-    with watched(tmp_path, hung=True, state={"pid_started_at": 1.0}) as (engine, url):
+    with watched(tmp_path, hung=True, state={"pid_start_ticks": 1}) as (engine, url):
         until(lambda: status(url)["checks"]["probe"]["failures_in_row"] >= 3, 30, "3 failed warm-ups")
         heal = status(url)["checks"]["heal"]
         assert engine.proc.poll() is None and not engine.signals.exists()

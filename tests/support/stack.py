@@ -98,7 +98,12 @@ def compose_env(
     # Host networking: the sidecar is on loopback, not at the service name.
     config["scrape_configs"][0]["static_configs"][0]["targets"] = [f"127.0.0.1:{side}"]
     (work / "prometheus.yml").write_text(yaml.safe_dump(config))
+    secrets = work / "secrets"  # what ./secrets is on a Spark: the Ray token for the worker
+    secrets.mkdir(exist_ok=True)
+    (secrets / "ray_token").write_text("spark-serve-test-ray-token-" + "0" * 32 + "\n")
+    (secrets / "ray_token").chmod(0o644)
     return {
+        "SECRETS_DIR": str(secrets),
         **docker.env,
         "BASE_IMAGE": base,
         "SPARK_SERVE_IMAGE": IMAGE,
