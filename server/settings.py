@@ -34,7 +34,7 @@ SIDECAR_OPTIONS: tuple[Option, ...] = (
         "API_KEY",
         None,
         parse_text,
-        "API key vLLM requires on /v1 (used for /v1/models)",
+        "the stack's API key, sent on every request to vLLM but /health and /metrics",
         secret=True,
     ),
     Option(

@@ -259,7 +259,7 @@ OPTIONS: tuple[Option, ...] = (
         "API_KEY",
         None,
         parse_text,
-        "API key for /v1 (passed as VLLM_API_KEY, never argv)",
+        "API key on every route but /health, /ping, /metrics (VLLM_API_KEY, never argv)",
         secret=True,
     ),
     Option("hf_token", "HF_TOKEN", None, parse_text, "Hugging Face token for gated repos", secret=True),
