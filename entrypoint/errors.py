@@ -356,7 +356,7 @@ class SecretUnreadableError(SparkServeError, PermissionError):
     exit_code = ExitCode.SECRET_UNREADABLE
 
     def __init__(self, variable: str, path: str, detail: str) -> None:
-        self.variable, self.path = variable, path
+        self.variable, self.path, self.detail = variable, path, detail
         super().__init__(
             f"{variable}={path}: {detail}",
             fix=f"point {variable} at a readable file holding the secret on one line, or unset it",

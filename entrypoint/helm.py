@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import DataMissingError, SecretExposedError
-from .plan.command import EXTRA_ARGS, build_command
+from .plan.command import build_command, in_extra_args
 from .plan.memory import MemoryPlan
 from .plan.options import SECRET_ENV
 from .plan.redact import has_secret
@@ -182,16 +182,17 @@ def sidecar_objects(
 
 def _refuse_secret_flags(plan: Plan) -> None:
     """A secret flag in the extra arguments would land in ``extraArgs`` in plain text."""
-    for name, where in EXTRA_ARGS:
-        flag = has_secret(plan.value(name) or [])
-        if flag:
-            raise SecretExposedError(
-                f"plan --format helm-values: {where}",
-                flag,
-                "a secret, which the values would hold in plain text",
-                f"remove {flag}; set API_KEY or HF_TOKEN instead, which the values reference as the "
-                f"Kubernetes Secret {SECRET} rather than hold",
-            )
+    hit = in_extra_args(plan, has_secret)
+    if hit is None:
+        return
+    where, flag = hit
+    raise SecretExposedError(
+        f"plan --format helm-values: {where}",
+        flag,
+        "a secret, which the values would hold in plain text",
+        f"remove {flag}; set API_KEY or HF_TOKEN instead, which the values reference as the "
+        f"Kubernetes Secret {SECRET} rather than hold",
+    )
 
 
 def helm_values(

@@ -9,9 +9,9 @@ and whatever else a vLLM release mounts elsewhere answer without it. When
 (``Authorization: Bearer <key>``), except the few that reveal nothing a probe
 or a scraper should need a key for (:data:`OPEN_PATHS`).
 
-It runs inside vLLM's API server process and imports only Starlette, which
-vLLM's server is built on. The key is vLLM's own ``VLLM_API_KEY`` from the
-environment, compared by digest in constant time.
+It runs inside vLLM's API server process and imports nothing beyond the
+standard library. The key is vLLM's own ``VLLM_API_KEY`` from the environment,
+compared by digest in constant time.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import os
 from typing import Any
 
 MIDDLEWARE = f"{__name__}.KeyGuard"  # plan/command.py names it as KEY_MIDDLEWARE
-# Liveness, SageMaker's ping and Prometheus: open as documented (README "API keys").
+# Liveness, SageMaker's ping and Prometheus: open as documented (README "Security").
 OPEN_PATHS = frozenset({"/health", "/ping", "/metrics", "/metrics/"})
 KEY_ENV = "VLLM_API_KEY"
 

@@ -43,8 +43,9 @@ def with_file_secrets(environ: Mapping[str, str]) -> dict[str, str]:
     folder = env.get("SECRETS_DIR") or DEFAULT_SECRETS_DIR
     for name in FILE_SECRETS:
         path = env.get(name + "_FILE")
-        if not path and folder and not env.get(name) and os.path.isfile(os.path.join(folder, name.lower())):
-            path = os.path.join(folder, name.lower())
+        default = os.path.join(folder, name.lower())
+        if not path and not env.get(name) and os.path.isfile(default):
+            path = default
         if not path:
             continue
         value = read_secret_file(name + "_FILE", path)

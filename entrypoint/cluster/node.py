@@ -47,7 +47,7 @@ def check_token(path: str) -> None:
     try:
         token = read_secret_file("CLUSTER_TOKEN_FILE", path)
     except SecretUnreadableError as err:
-        raise ClusterTokenError(path, f"no Ray token: {err.message.split(': ', 1)[1]}", fix) from err
+        raise ClusterTokenError(path, f"no Ray token: {err.detail}", fix) from err
     if len(token) < 16:
         raise ClusterTokenError(path, "no Ray token: it is under 16 characters", fix)
 
@@ -119,22 +119,27 @@ class RayNodes:
         self._connected = False
 
     def __call__(self) -> list[Node]:
+        if not self._connected:
+            self._connect()
+        import ray
+
+        return nodes_from_ray(ray.nodes())
+
+    def _connect(self) -> None:
         # Ray reads its authentication settings from this process's environment.
         os.environ.update(self.auth)
         import ray
 
-        if not self._connected:
-            warnings.filterwarnings("ignore", category=FutureWarning, module=r"ray\.")
-            try:
-                ray.init(address=self.address, logging_level="ERROR", log_to_driver=False)
-            except (ConnectionError, RuntimeError) as err:
-                first = (str(err).strip().splitlines() or [type(err).__name__])[0]
-                raise ClusterRayError(
-                    f"cannot reach the Ray head at {self.address}: {first}",
-                    "check that the head is up (`ray status --address ...`) and CLUSTER_PORT is open",
-                ) from err
-            self._connected = True
-        return nodes_from_ray(ray.nodes())
+        warnings.filterwarnings("ignore", category=FutureWarning, module=r"ray\.")
+        try:
+            ray.init(address=self.address, logging_level="ERROR", log_to_driver=False)
+        except (ConnectionError, RuntimeError) as err:
+            first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+            raise ClusterRayError(
+                f"cannot reach the Ray head at {self.address}: {first}",
+                "check that the head is up (`ray status --address ...`) and CLUSTER_PORT is open",
+            ) from err
+        self._connected = True
 
     def close(self) -> None:
         if self._connected:

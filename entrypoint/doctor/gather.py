@@ -67,8 +67,8 @@ class Exposure:
     def loopback(self) -> bool:
         import ipaddress
 
-        if self.address in ("localhost", ""):
-            return self.address == "localhost"
+        if self.address == "localhost":
+            return True
         try:
             return ipaddress.ip_address(self.address).is_loopback
         except ValueError:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 import shlex
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from ..errors import SecretExposedError
 from .options import OPTIONS, SECRET_ENV
@@ -60,24 +60,35 @@ def engine_flags(plan: Plan) -> list[str]:
     return args
 
 
-EXTRA_ARGS = (("vllm_extra_args", "VLLM_EXTRA_ARGS"), ("extra_args", "the profile's extra_args"))
+_EXTRA_ARGS = (("vllm_extra_args", "VLLM_EXTRA_ARGS"), ("extra_args", "the profile's extra_args"))
+Found = TypeVar("Found")
+
+
+def in_extra_args(plan: Plan, find: Callable[[Sequence[str]], Found | None]) -> tuple[str, Found] | None:
+    """The first of the plan's extra argument lists in which ``find`` finds something: its
+    name as the user knows it (VLLM_EXTRA_ARGS or the profile's extra_args), and what."""
+    for name, where in _EXTRA_ARGS:
+        found = find(plan.value(name) or [])
+        if found is not None:
+            return where, found
+    return None
 
 
 def refuse_secret_flags(plan: Plan) -> None:
     """``--api-key`` or ``--hf-token`` in the extra arguments: a key on a command line is
     readable by every user of the host (``ps``), and vLLM's ``--api-key`` guards only /v1."""
-    for name, where in EXTRA_ARGS:
-        found = replaced_by_variable(plan.value(name) or [])
-        if found:
-            flag, variable = found
-            raise SecretExposedError(
-                where,
-                flag,
-                "a secret on the engine's command line, which every user of the host can read",
-                f"remove {flag} and set {variable} (or {variable}_FILE): it reaches vLLM through the "
-                "environment, never a command line"
-                + (", and guards every route" if variable == "API_KEY" else ""),
-            )
+    hit = in_extra_args(plan, replaced_by_variable)
+    if hit is None:
+        return
+    where, (flag, variable) = hit
+    guards = ", and guards every route" if variable == "API_KEY" else ""
+    raise SecretExposedError(
+        where,
+        flag,
+        "a secret on the engine's command line, which every user of the host can read",
+        f"remove {flag} and set {variable} (or {variable}_FILE): it reaches vLLM through the "
+        f"environment, never a command line{guards}",
+    )
 
 
 def build_command(

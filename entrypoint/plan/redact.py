@@ -15,7 +15,7 @@ A word that names a secret flag hides the next word, or what follows its ``=``.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 REDACTED = "<redacted>"
@@ -87,12 +87,6 @@ def replaced_by_variable(argv: Sequence[str]) -> tuple[str, str] | None:
                 if flag.startswith(name):
                     return word.split("=", 1)[0], variable
     return None
-
-
-def shown_env(env: Mapping[str, Any], secret: Iterable[str] = ()) -> dict[str, str]:
-    """An environment with every secret's value redacted."""
-    hidden = SECRET_ENV_NAMES | set(secret)
-    return {k: REDACTED if k in hidden or k.endswith("_TOKEN") else str(v) for k, v in env.items()}
 
 
 def shown_value(value: Any) -> Any:
