@@ -47,9 +47,9 @@ COPY monitoring ./monitoring
 # monitoring/ go into the package), Ray, llama-benchy and matplotlib under
 # constraints made from the base's own packages: the build fails in one line
 # naming any base package that would change version or disappear.
-RUN python3 -m entrypoint.versions "vllm==${VLLM_VERSION}" "flashinfer-python==${FLASHINFER_VERSION}" \
+RUN python3 -m entrypoint.engine.versions "vllm==${VLLM_VERSION}" "flashinfer-python==${FLASHINFER_VERSION}" \
         --torch-cuda 13 --base "${ENGINE_BASE}" \
-    && python3 -m entrypoint.baseguard --no-cache-dir --no-build-isolation . "ray==${RAY_VERSION}" \
+    && python3 -m entrypoint.engine.baseguard --no-cache-dir --no-build-isolation . "ray==${RAY_VERSION}" \
         "llama-benchy==${LLAMA_BENCHY_VERSION}" "matplotlib==${MATPLOTLIB_VERSION}" \
     && python3 -I -c "import entrypoint.cli, entrypoint.doctor.judge, entrypoint.cluster.node, server.app, ray, ray.experimental.compiled_dag_ref" \
     && spark-serve profiles >/dev/null \

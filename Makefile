@@ -13,7 +13,7 @@ TORCH_VERSION := 2.13.0+cpu
 test: lint pytest
 
 lint: $(STAMP)
-	$(BIN)/ruff check entrypoint server tests bench
+	$(BIN)/ruff check entrypoint server tests benchmarks
 	$(BIN)/mypy
 
 pytest: $(STAMP)
@@ -35,12 +35,12 @@ $(STAMP): pyproject.toml tests/vllm_plugin/pyproject.toml
 	touch $(STAMP)
 
 bench: $(STAMP)
-	$(BIN)/python bench/plan_time.py
-	$(BIN)/python bench/launch_ready.py
-	$(BIN)/python bench/download.py
-	$(BIN)/python bench/sidecar.py
-	$(BIN)/python bench/stack_throughput.py
-	$(BIN)/python bench/image.py
+	$(BIN)/python benchmarks/plan_time.py
+	$(BIN)/python benchmarks/launch_ready.py
+	$(BIN)/python benchmarks/download.py
+	$(BIN)/python benchmarks/sidecar.py
+	$(BIN)/python benchmarks/stack_throughput.py
+	$(BIN)/python benchmarks/image.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info

@@ -17,11 +17,11 @@ from .plan.hardware import Device, HardwareTable
 from .plan.options import BY_NAME, OPTIONS, Option
 from .plan.profile import Catalog
 from .plan.resolve import resolve
-from .plan_view import plan_document, print_plan
 from .secrets import with_file_secrets
+from .show.plan import plan_document, print_plan
 
 if TYPE_CHECKING:
-    from .planning import Resolved
+    from .inputs.gather import Resolved
 
 
 def _add_option_flags(parser: argparse.ArgumentParser, options: tuple[Option, ...] = OPTIONS) -> None:
@@ -137,8 +137,8 @@ def _add_bench(sub: Any) -> None:
 def _fits(catalog: Catalog, name: str, variant: str | None, device: Device, table: HardwareTable) -> str:
     """Does this profile × variant fit the device? The memory plan where the checkpoint's
     metadata is cached (no network), else the profile's min_memory_gb against the budget."""
-    from .hub.metadata import cached_meta
-    from .planning import memory_for
+    from .inputs.gather import memory_for
+    from .inputs.metadata import cached_meta
 
     try:
         plan = resolve(catalog, {}, {"profile": name, "variant": variant}, device, table)
@@ -160,9 +160,9 @@ def cmd_derive(env: Mapping[str, str], args: argparse.Namespace) -> int:
     """``profiles derive MODEL``: the derived profile as commented YAML on stdout."""
     from huggingface_hub import constants
 
+    from .inputs.gather import derivation_meta, derive_from, hardware_for
     from .plan.derive import profile_name
-    from .plan.pin import render
-    from .planning import derivation_meta, derive_from, hardware_for
+    from .show.pin import render
 
     own = {BY_NAME[n].env for n in ("model", "profile", "variant")}
     bare = {k: v for k, v in env.items() if k not in own}
@@ -183,7 +183,7 @@ def cmd_derive(env: Mapping[str, str], args: argparse.Namespace) -> int:
 
 
 def cmd_profiles(env: Mapping[str, str], args: argparse.Namespace) -> int:
-    from .planning import catalog_for, hardware_for
+    from .inputs.gather import catalog_for, hardware_for
 
     if getattr(args, "profiles_command", None) == "derive":
         return cmd_derive(env, args)
@@ -214,14 +214,14 @@ def cmd_profiles(env: Mapping[str, str], args: argparse.Namespace) -> int:
 
 
 def cmd_plan(env: Mapping[str, str], args: argparse.Namespace) -> int:
-    from .planning import planned
+    from .inputs.gather import planned
 
     cli = vars(args)
     found = planned(env, cli, network=True)
     if args.format == "helm-values":
         import yaml
 
-        from .helm import CHART, helm_values, monitoring_files
+        from .show.helm import CHART, helm_values, monitoring_files
 
         image = env.get("SPARK_SERVE_IMAGE") or f"spark-serve:{__version__}"
         rules, dashboard = monitoring_files(env)
@@ -243,9 +243,9 @@ def cmd_plan(env: Mapping[str, str], args: argparse.Namespace) -> int:
 
 
 def cmd_check(env: Mapping[str, str], args: argparse.Namespace) -> int:
-    from .check import load_vllm_surface, run_check
+    from .engine.check import load_vllm_surface, run_check
+    from .inputs.gather import catalog_for
     from .plan.families import load_families
-    from .planning import catalog_for
 
     catalog = catalog_for(env, vars(args))
     surface = load_vllm_surface()
@@ -263,7 +263,7 @@ def _resolved_for_hardware(env: Mapping[str, str], cli: Mapping[str, Any]) -> Re
     """The plan launch and download act on (a profile derived when none names the model)."""
     from huggingface_hub import constants
 
-    from .planning import catalog_for, hardware_for, resolve_checkpoint
+    from .inputs.gather import catalog_for, hardware_for, resolve_checkpoint
 
     device, table = hardware_for(env, cli)
     offline = bool(constants.HF_HUB_OFFLINE)
@@ -274,7 +274,7 @@ def _resolved_for_hardware(env: Mapping[str, str], cli: Mapping[str, Any]) -> Re
 
 
 def cmd_launch(env: Mapping[str, str], args: argparse.Namespace) -> int:
-    from .launch import launch
+    from .launch.run import launch
 
     check_writable(env)
     found = _resolved_for_hardware(env, vars(args))
@@ -282,7 +282,7 @@ def cmd_launch(env: Mapping[str, str], args: argparse.Namespace) -> int:
 
 
 def cmd_worker(env: Mapping[str, str], args: argparse.Namespace) -> int:
-    from .cluster.worker import worker
+    from .launch.worker import worker
 
     check_writable(env)
     found = _resolved_for_hardware(env, vars(args))
@@ -290,7 +290,7 @@ def cmd_worker(env: Mapping[str, str], args: argparse.Namespace) -> int:
 
 
 def cmd_download(env: Mapping[str, str], args: argparse.Namespace) -> int:
-    from .launch import download
+    from .launch.run import download
 
     check_writable(env)
     found = _resolved_for_hardware(env, vars(args))
@@ -301,7 +301,7 @@ def cmd_download(env: Mapping[str, str], args: argparse.Namespace) -> int:
 def cmd_doctor(env: Mapping[str, str], args: argparse.Namespace) -> int:
     from .doctor.gather import gather
     from .doctor.judge import judge
-    from .planning import planned
+    from .inputs.gather import planned
 
     facts = gather(env, vars(args), planned)
     lines = judge(facts)
@@ -353,7 +353,7 @@ def cmd_cluster_token(env: Mapping[str, str], args: argparse.Namespace) -> int:
 
 
 def cmd_reset(env: Mapping[str, str], args: argparse.Namespace) -> int:
-    from .reset import reset
+    from .launch.reset import reset
 
     print(reset(env, vars(args)))
     return ExitCode.OK
@@ -363,7 +363,7 @@ def cmd_bench(env: Mapping[str, str], args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from .bench.run import bench, request_from
-    from .guard import say
+    from .launch.guard import say
 
     if args.benchy_args and args.benchy_args[0] == "--":
         args.benchy_args = args.benchy_args[1:]

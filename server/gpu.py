@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from entrypoint.detect import MEMINFO, load_nvml, read_meminfo
+from entrypoint.inputs.device import MEMINFO, load_nvml, read_meminfo
 
 
 @dataclass

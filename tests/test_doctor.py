@@ -11,7 +11,7 @@ from typing import Any
 from entrypoint.doctor.gather import gather
 from entrypoint.doctor.judge import DROP_CACHES, Line, judge
 from entrypoint.errors import ExitCode
-from entrypoint.planning import planned
+from entrypoint.inputs.gather import planned
 from entrypoint.state import write_state
 from tests.conftest import run_cli
 from tests.support.downloads import hub_env

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from entrypoint.keyguard import OPEN_PATHS
+from entrypoint.engine.keyguard import OPEN_PATHS
 from tests.conftest import clean_env
 from tests.support.downloads import hub_env
 from tests.support.engine import CPU_ENGINE, CPU_ENGINE_ENV, Engine, free_port, http_json, launched

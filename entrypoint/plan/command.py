@@ -14,8 +14,8 @@ from .redact import REDACTED, replaced_by_variable, shown_argv
 from .resolve import ENGINE_FIELDS, Plan, Setting
 
 __all__ = ["REDACTED", "EngineCommand", "build_command", "engine_flags", "shown_argv"]
-# The ASGI middleware (entrypoint/keyguard.py) that puts the key on every route.
-KEY_MIDDLEWARE = "entrypoint.keyguard.KeyGuard"
+# The ASGI middleware (entrypoint/engine/keyguard.py) that puts the key on every route.
+KEY_MIDDLEWARE = "entrypoint.engine.keyguard.KeyGuard"
 FAULTHANDLER_WHY = (
     "every engine process writes all its threads' Python stacks to the log when the sidecar "
     "ends a hung engine (SIGABRT)"

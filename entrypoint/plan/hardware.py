@@ -1,7 +1,7 @@
 """The hardware table (``configs/hardware.yaml``) and the device a plan is for (pure).
 
 A :class:`Device` is either detected (NVML plus ``/proc/meminfo``, in
-:mod:`entrypoint.detect`) or named (``HARDWARE`` / ``--hardware``); both end
+:mod:`entrypoint.inputs.device`) or named (``HARDWARE`` / ``--hardware``); both end
 here as plain data, so every decision that depends on hardware is unit-tested.
 """
 

@@ -12,9 +12,9 @@ from entrypoint.plan.checkpoint import CheckpointMeta
 from entrypoint.plan.derive import ArchSupport, Derived, derive, profile_name
 from entrypoint.plan.families import load_families
 from entrypoint.plan.hardware import GB, load_table, named_device
-from entrypoint.plan.pin import render
 from entrypoint.plan.profile import Profile
 from entrypoint.plan.shape import WeightSizes
+from entrypoint.show.pin import render
 from tests.support.configs import seed_config
 
 TABLE = load_table()

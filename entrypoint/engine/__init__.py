@@ -1,0 +1,1 @@
+"""What the installed vLLM implements, accepts and is pinned to."""

@@ -1,0 +1,1 @@
+"""What planning reads: the device, the checkpoint's metadata, the profiles."""

@@ -1,0 +1,1 @@
+"""The side effects after the plan: download, guard, record, exec."""
