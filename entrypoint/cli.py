@@ -7,21 +7,18 @@ import json
 import os
 import sys
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from . import __version__
 from .caches import check_writable
 from .cluster.plan import is_cluster
 from .errors import ExitCode, HardwareUnsupportedError, SettingError, SparkServeError
 from .plan.hardware import Device, HardwareTable
-from .plan.options import BY_NAME, OPTIONS, Option
+from .plan.options import BY_NAME, OPTIONS, Option, option_value
 from .plan.profile import Catalog
 from .plan.resolve import resolve
 from .secrets import with_file_secrets
 from .show.plan import plan_document, print_plan
-
-if TYPE_CHECKING:
-    from .inputs.gather import Resolved
 
 
 def _add_option_flags(parser: argparse.ArgumentParser, options: tuple[Option, ...] = OPTIONS) -> None:
@@ -135,10 +132,12 @@ def _add_bench(sub: Any) -> None:
 
 
 def _fits(catalog: Catalog, name: str, variant: str | None, device: Device, table: HardwareTable) -> str:
-    """Does this profile × variant fit the device? The memory plan where the checkpoint's
-    metadata is cached (no network), else the profile's min_memory_gb against the budget."""
-    from .inputs.gather import memory_for
+    """Does this profile × variant fit the device? The planner's memory plan where the
+    checkpoint's metadata is cached (no network), else the profile's min_memory_gb
+    against the planner's budget."""
     from .inputs.metadata import cached_meta
+    from .plan.chain import memory_for
+    from .plan.sizing import plan_budget
 
     try:
         plan = resolve(catalog, {}, {"profile": name, "variant": variant}, device, table)
@@ -149,35 +148,35 @@ def _fits(catalog: Catalog, name: str, variant: str | None, device: Device, tabl
     assert plan.profile is not None and plan.model.repo is not None
     meta = cached_meta(plan.model.repo, plan.value("revision"))
     if meta is not None:
-        return "yes" if memory_for(plan, device, meta, refuse=False).fits else "no (memory)"
-    reserve = device.reserve_bytes if device.memory != "dedicated" else 0
-    budget = device.total_bytes - reserve if device.memory != "dedicated" else device.total_bytes * 0.9
+        memory = memory_for(plan, meta, refuse=False)
+        return "yes" if memory is not None and memory.fits else "no (memory)"
     need = plan.profile.profile.hardware.min_memory_gb * 1e9
-    return "yes" if need <= budget else "no (min memory)"
+    return "yes" if need <= plan_budget(plan, device) else "no (min memory)"
 
 
 def cmd_derive(env: Mapping[str, str], args: argparse.Namespace) -> int:
     """``profiles derive MODEL``: the derived profile as commented YAML on stdout."""
-    from huggingface_hub import constants
-
-    from .inputs.gather import derivation_meta, derive_from, hardware_for
+    from .inputs.gather import Reading, derive_for, hardware_for, hub_offline, read_meta
+    from .inputs.request import bare_request
     from .plan.derive import profile_name
+    from .plan.resolve import select
     from .show.pin import render
 
     own = {BY_NAME[n].env for n in ("model", "profile", "variant")}
     bare = {k: v for k, v in env.items() if k not in own}
     cli = {"model": args.model, "revision": args.revision, "hardware": args.hardware}
-    device, table = hardware_for(bare, cli)
-    offline = bool(constants.HF_HUB_OFFLINE)
-    plan = resolve(Catalog([]), bare, cli, device, table)
-    meta = derivation_meta(plan, offline=offline, retries=2, snapshot=True)
+    device, _ = hardware_for(bare, cli)
+    reading = Reading(offline=hub_offline(), retries=2, snapshot=True)
+    _, model, _ = select(Catalog([]), bare, cli)
+    request = bare_request(model, bare, cli, offline=reading.offline) if model.path is None else None
+    meta = read_meta(model, request, reading)
     if meta is None:
         raise SettingError(
             "MODEL",
             f"no checkpoint metadata for {args.model}",
             "give a checkpoint directory or a Hub repo id",
         )
-    derived = derive_from(plan, meta, device, env)
+    derived = derive_for(model, option_value(BY_NAME["revision"], bare, cli), meta, device, env)
     print(render(derived, args.name or profile_name(args.model), __version__), end="")
     return ExitCode.OK
 
@@ -259,42 +258,26 @@ def cmd_check(env: Mapping[str, str], args: argparse.Namespace) -> int:
     return ExitCode.FAILURE if failed else ExitCode.OK
 
 
-def _resolved_for_hardware(env: Mapping[str, str], cli: Mapping[str, Any]) -> Resolved:
-    """The plan launch and download act on (a profile derived when none names the model)."""
-    from huggingface_hub import constants
-
-    from .inputs.gather import catalog_for, hardware_for, resolve_checkpoint
-
-    device, table = hardware_for(env, cli)
-    offline = bool(constants.HF_HUB_OFFLINE)
-    found = resolve_checkpoint(
-        catalog_for(env, cli), env, cli, device, table, offline=offline, retries=5, snapshot=True
-    )
-    return found
-
-
 def cmd_launch(env: Mapping[str, str], args: argparse.Namespace) -> int:
-    from .launch.run import launch
+    from .launch.run import launch, planned_or_recorded
 
     check_writable(env)
-    found = _resolved_for_hardware(env, vars(args))
-    launch(found.plan, env, meta=found.meta)  # replaces this process with vLLM
+    launch(planned_or_recorded(env, vars(args)), env)  # replaces this process with vLLM
 
 
 def cmd_worker(env: Mapping[str, str], args: argparse.Namespace) -> int:
+    from .launch.run import planned_or_recorded
     from .launch.worker import worker
 
     check_writable(env)
-    found = _resolved_for_hardware(env, vars(args))
-    worker(found.plan, env, meta=found.meta)  # replaces this process with `ray start --block`
+    worker(planned_or_recorded(env, vars(args)), env)  # replaces this process with `ray start --block`
 
 
 def cmd_download(env: Mapping[str, str], args: argparse.Namespace) -> int:
-    from .launch.run import download
+    from .launch.run import download, planned_or_recorded
 
     check_writable(env)
-    found = _resolved_for_hardware(env, vars(args))
-    print(download(found.plan, meta=found.meta))
+    print(download(planned_or_recorded(env, vars(args))))
     return ExitCode.OK
 
 

@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from .. import __version__
+from ..plan.options import BY_NAME, option_value
 from ..plan.redact import shown_argv
-from ..plan.resolve import default_state_dir
 from ..secrets import read_secret_file
 from ..state import read_state
 from .errors import BenchAuthError, BenchEndpointError, BenchModelError, BenchResultError, BenchToolError
@@ -272,7 +272,7 @@ def request_from(env: Mapping[str, str], args: Any) -> BenchRequest:
         out=out,
         suite=suite,
         compare=Path(args.compare) if args.compare else None,
-        state_dir=env.get("STATE_DIR") or default_state_dir(env),
+        state_dir=option_value(BY_NAME["state_dir"], env, {}),
         sample_interval=args.sample_interval or 1.0,
         extra=tuple(args.benchy_args or ()),
     )

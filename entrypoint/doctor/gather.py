@@ -26,7 +26,7 @@ from ..plan.restarts import start_need_bytes
 from ..state import HEALS_FILE, read_document, read_state
 
 if TYPE_CHECKING:
-    from ..inputs.gather import Planned
+    from ..plan.chain import Chained
     from ..plan.derive import Derived
 
 CACHES = (  # (what, environment variable, default under the image's /cache)
@@ -137,7 +137,7 @@ def hub_facts(plan: Plan, offline: bool) -> HubFacts:
     from huggingface_hub.errors import GatedRepoError, HfHubHTTPError, RepositoryNotFoundError
 
     from ..hub.download import offline_ready
-    from ..hub.locate import download_request
+    from ..inputs.request import download_request
 
     complete = offline_ready(download_request(plan, offline=True))
     if offline:
@@ -166,7 +166,7 @@ def hub_facts(plan: Plan, offline: bool) -> HubFacts:
 def gather(
     env: Mapping[str, str],
     cli: Mapping[str, Any],
-    planned: Callable[..., Planned],
+    planned: Callable[..., Chained],
     *,
     nvml: Callable[[], Any] = load_nvml,
     meminfo: Path = MEMINFO,

@@ -26,8 +26,9 @@ from ..errors import (
     ListingInvalidError,
     SnapshotIncompleteError,
 )
+from ..meta import DownloadRequest
 from .fetch import fetch_all
-from .hubcalls import DownloadRequest, existing_parent, with_retries
+from .hubcalls import existing_parent, with_retries
 from .patterns import RepoFile, select_files
 from .progress import Progress, Reporter
 from .store import (

@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from ..errors import IntegrityError
-from .hubcalls import DownloadRequest, with_retries
+from ..meta import DownloadRequest
+from .hubcalls import with_retries
 from .patterns import RepoFile
 from .progress import Progress
 from .store import Manifest, adopt_blob, partial_path, partial_size

@@ -12,11 +12,11 @@ import shutil
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
 from ..errors import DiskFullError, HubAuthError, HubNotFoundError, HubUnreachableError, SparkServeError
+from ..meta import DownloadRequest
 from .store import hub_cache
 
 T = TypeVar("T")
@@ -26,19 +26,6 @@ def existing_parent(path: Path) -> Path:
     while not path.exists() and path != path.parent:
         path = path.parent
     return path
-
-
-@dataclass(frozen=True)
-class DownloadRequest:
-    repo: str
-    revision: str
-    token: str | None
-    allow: list[str]
-    ignore: list[str]
-    offline: bool
-    interval: float = 5.0
-    retries: int = 5
-    backoff: float = 0.5
 
 
 class _Transient(Exception):

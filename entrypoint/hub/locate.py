@@ -6,28 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import ModelUnavailableError
-from ..plan.resolve import Plan
+from ..meta import DownloadRequest
 from .download import OnUpdate, ensure_snapshot
-from .hubcalls import DownloadRequest
-from .patterns import allow_patterns
-
-
-def download_request(plan: Plan, *, offline: bool) -> DownloadRequest:
-    assert plan.model.repo is not None
-    custom = plan.profile.profile.download if plan.profile is not None else None
-    return DownloadRequest(
-        repo=plan.model.repo,
-        revision=plan.value("revision"),
-        token=plan.value("hf_token") or None,
-        allow=allow_patterns(
-            custom.allow_patterns if custom else None,
-            multimodal=not plan.value("language_model_only"),
-            remote_code=bool(plan.value("trust_remote_code")),
-        ),
-        ignore=list(custom.ignore_patterns) if custom else [],
-        offline=offline,
-        interval=float(plan.value("progress_interval")),
-    )
 
 
 def checkpoint_dir(value: str) -> Path:
@@ -51,10 +31,9 @@ def checkpoint_dir(value: str) -> Path:
     return path
 
 
-def locate(plan: Plan, on_update: OnUpdate) -> Path:
-    """Return a local, complete checkpoint directory for the plan."""
-    if plan.model.path is not None:
-        return checkpoint_dir(plan.model.path)
-    from huggingface_hub import constants
-
-    return ensure_snapshot(download_request(plan, offline=constants.HF_HUB_OFFLINE), on_update)
+def locate(path: str | None, request: DownloadRequest | None, on_update: OnUpdate) -> Path:
+    """A local, complete checkpoint directory: ``path`` itself, or the Hub snapshot of ``request``."""
+    if path is not None:
+        return checkpoint_dir(path)
+    assert request is not None
+    return ensure_snapshot(request, on_update)

@@ -18,12 +18,13 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import CheckpointUnreadableError
-from ..hub.hubcalls import DownloadRequest, with_retries
+from ..hub.hubcalls import with_retries
 from ..hub.store import own_dir
-from ..plan.checkpoint import CheckpointMeta, added_tokens, chat_template_of, read_json
-from ..plan.shape import WeightSizes, split_weights
+from ..meta import CheckpointMeta, DownloadRequest, WeightSizes
+from ..plan.checkpoint import added_tokens, chat_template_of, read_json
+from ..plan.shape import split_weights
 
-__all__ = ["CheckpointMeta", "cached_meta", "hub_meta", "local_meta"]
+__all__ = ["cached_meta", "hub_meta", "local_meta"]
 
 
 MAX_HEADER_BYTES = 25_000_000  # huggingface_hub's SAFETENSORS_MAX_HEADER_LENGTH

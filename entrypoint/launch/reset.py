@@ -7,15 +7,12 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from ..plan.options import BY_NAME
-from ..plan.resolve import default_state_dir, parse_option, read_raw
+from ..plan.options import BY_NAME, option_value
 from ..state import RESET_FILE, STARTS_FILE, locked, read_document, write_document
 
 
 def reset(env: Mapping[str, str], cli: Mapping[str, Any]) -> str:
-    option = BY_NAME["state_dir"]
-    raw = read_raw(option, env, cli)
-    state_dir = parse_option(option, raw[0], raw[2]) if raw else default_state_dir(env)
+    state_dir = option_value(BY_NAME["state_dir"], env, cli)
     with locked(state_dir, STARTS_FILE):  # a launch may be recording a start
         history = read_document(state_dir, STARTS_FILE)
         forgotten = len(history) if isinstance(history, list) else 0

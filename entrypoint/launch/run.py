@@ -1,9 +1,11 @@
 """``spark-serve launch``: the thin side-effecting end of the pipeline.
 
-Resolve → size against the device → locate the checkpoint → inspect and fit →
-the gate (restart back-off, memory guard; :mod:`entrypoint.launch.guard`) → record the
-start → exec vLLM with an argv list, so vLLM itself receives SIGTERM from the
-container runtime.
+The chain (:mod:`entrypoint.inputs.gather`) has resolved, fitted and sized the
+plan before the first weight byte; here: download (or find) the checkpoint →
+the chain's check against the files on disk → the command → the gate (restart
+back-off, memory guard; :mod:`entrypoint.launch.guard`) → record the start →
+exec vLLM with an argv list, so vLLM itself receives SIGTERM from the container
+runtime.
 """
 
 from __future__ import annotations
@@ -22,12 +24,14 @@ from .. import __version__
 from ..cluster.plan import HEAD, ClusterPlan, is_cluster
 from ..errors import EngineNotFoundError, SparkServeError, StateUnwritableError
 from ..hub.locate import locate
-from ..inputs.gather import checkpoint_meta, info_from, memory_for
-from ..inputs.metadata import CheckpointMeta, local_meta
-from ..plan.checkpoint import inspect_checkpoint
+from ..inputs.gather import for_launch, hub_offline
+from ..inputs.metadata import local_meta
+from ..inputs.request import download_request
+from ..plan.chain import Chained, on_disk
+from ..plan.checkpoint import quant_format
 from ..plan.command import EngineCommand, build_command, refuse_secret_flags, shown_argv
-from ..plan.fit import fit_checkpoint
 from ..plan.memory import MemoryPlan
+from ..plan.options import BY_NAME, option_value
 from ..plan.resolve import Plan
 from ..plan.restarts import (
     BackoffPolicy,
@@ -38,7 +42,6 @@ from ..plan.restarts import (
     remember,
     start_need_bytes,
 )
-from ..plan.sizing import apply_memory
 from ..state import (
     READY_FILE,
     STARTS_FILE,
@@ -92,26 +95,6 @@ def base_state(plan: Plan) -> dict[str, Any]:
     }
 
 
-def _offline() -> bool:
-    from huggingface_hub import constants
-
-    return bool(constants.HF_HUB_OFFLINE)
-
-
-def size_before_download(plan: Plan, meta: CheckpointMeta | None = None) -> tuple[Plan, MemoryPlan | None]:
-    """Fit and size the plan from the checkpoint's metadata alone (``meta`` when the
-    caller already has it), refusing before the first weight byte when the model
-    does not fit the device."""
-    device = plan.device
-    if device is None:
-        return plan, None
-    meta = meta or checkpoint_meta(plan, offline=_offline(), retries=5)
-    if meta is None:  # offline and never planned: sized after locating the snapshot
-        return plan, None
-    plan = fit_checkpoint(plan, info_from(meta, plan), weights_required=False)
-    return plan, memory_for(plan, device, meta, refuse=True)
-
-
 @dataclass(frozen=True)
 class Prepared:
     plan: Plan
@@ -120,33 +103,37 @@ class Prepared:
     found: dict[str, Any]  # what the state file records about the checkpoint
 
 
+def fetch(plan: Plan, on_update: Callable[..., None]) -> Path:
+    """The checkpoint directory: the local path, or the Hub snapshot, downloaded and verified."""
+    request = None if plan.model.path is not None else download_request(plan, offline=hub_offline())
+    return locate(plan.model.path, request, on_update)
+
+
 def prepare(
-    plan: Plan,
+    chain: Chained,
     environ: Mapping[str, str],
     on_update: Callable[..., None],
-    meta: CheckpointMeta | None = None,
     cluster: ClusterPlan | None = None,
 ) -> Prepared:
-    """Everything up to the gate before exec; raises typed errors."""
-    plan, memory = size_before_download(plan, meta)
-    model_dir = locate(plan, on_update)
-    info = inspect_checkpoint(model_dir)
-    plan = fit_checkpoint(plan, info)
-    device = plan.device
-    if memory is None and device is not None:
-        memory = memory_for(plan, device, local_meta(model_dir), refuse=True)
-    if memory is not None:
-        plan = apply_memory(plan, memory)
+    """Everything up to the gate before exec: the download, the chain's check against
+    the files on disk, the command; raises typed errors."""
+    model_dir = fetch(chain.plan, on_update)
+    local = local_meta(model_dir)
+    chain = on_disk(chain, local, str(model_dir))
+    plan = chain.plan
     if cluster is None:
         command = build_command(plan, str(model_dir), environ)
     else:
         command = build_command(plan, str(model_dir), environ, cluster.engine_args(), cluster.env)
     if shutil.which(command.argv[0], path=environ.get("PATH")) is None:
         raise EngineNotFoundError(command.argv[0])
-    found: dict[str, Any] = {"model_path": str(model_dir), "quantization": info.quant_format}
-    if memory is not None:
-        found["memory"] = memory.to_json()
-    return Prepared(plan, command, memory, found)
+    found: dict[str, Any] = {
+        "model_path": str(model_dir),
+        "quantization": quant_format(local.config, local.hf_quant),
+    }
+    if chain.memory is not None:
+        found["memory"] = chain.memory.to_json()
+    return Prepared(plan, command, chain.memory, found)
 
 
 class StateRecorder:
@@ -169,6 +156,20 @@ class StateRecorder:
                 self.update("failed", error=str(err))
 
 
+def planned_or_recorded(env: Mapping[str, str], cli: Mapping[str, Any]) -> Chained:
+    """The chain for ``launch``, ``download`` and ``worker``; a failure in it (a bad
+    setting, a checkpoint that does not fit) is recorded in the state file too."""
+    try:
+        return for_launch(env, cli)
+    except SparkServeError as err:
+        with contextlib.suppress(SparkServeError):
+            state_dir = option_value(BY_NAME["state_dir"], env, cli)
+            write_state(
+                state_dir, {"version": __version__, "pid": os.getpid(), "phase": "failed", "error": str(err)}
+            )
+        raise
+
+
 def announce_derived(plan: Plan) -> None:
     """Say, once the plan is accepted, that its profile was derived and what was not."""
     loaded = plan.profile
@@ -182,13 +183,13 @@ def announce_derived(plan: Plan) -> None:
         say(f"note: {note}")
 
 
-def download(plan: Plan, meta: CheckpointMeta | None = None) -> Path:
+def download(chain: Chained) -> Path:
     """``spark-serve download``: fetch and verify the checkpoint, record state, stop."""
+    plan = chain.plan
     recorder = StateRecorder(plan)
     try:
         recorder.update("pending")
-        plan, _ = size_before_download(plan, meta)
-        path = locate(plan, recorder.update)
+        path = fetch(plan, recorder.update)
     except SparkServeError as err:
         recorder.failed(err)
         raise
@@ -270,20 +271,20 @@ def _wait_workers(ready: Prepared, cluster: ClusterPlan, recorder: StateRecorder
 
 
 def launch(
-    plan: Plan,
+    chain: Chained,
     environ: Mapping[str, str],
     execvpe: Exec = os.execvpe,
     runtime: Runtime | None = None,
-    *,
-    meta: CheckpointMeta | None = None,
 ) -> NoReturn:
+    """The side effects of the planned chain: download, check, gate, record, exec."""
+    plan = chain.plan
     runtime = runtime or Runtime()
     recorder = StateRecorder(plan)
     try:
         recorder.update("pending")
         refuse_secret_flags(plan)  # before anything is fetched or started
         cluster = head_cluster(plan, environ)
-        ready = prepare(plan, environ, recorder.update, meta, cluster)
+        ready = prepare(chain, environ, recorder.update, cluster)
         argv = shown_argv(ready.command.argv)
         argv_id = fingerprint(argv)
         state_dir = ready.plan.value("state_dir")

@@ -16,22 +16,20 @@ from ..cluster.members import checkpoint_labels
 from ..cluster.node import Exec, clear, exec_worker, host_cluster
 from ..cluster.plan import WORKER
 from ..errors import SparkServeError
-from ..hub.locate import locate
-from ..inputs.metadata import CheckpointMeta
-from ..plan.resolve import Plan
+from ..inputs.metadata import local_meta
+from ..plan.chain import Chained, on_disk
 from .guard import say
-from .run import StateRecorder, size_before_download
+from .run import StateRecorder, fetch
 
 
-def worker(
-    plan: Plan, environ: Mapping[str, str], execvpe: Exec = os.execvpe, *, meta: CheckpointMeta | None = None
-) -> NoReturn:
+def worker(chain: Chained, environ: Mapping[str, str], execvpe: Exec = os.execvpe) -> NoReturn:
+    plan = chain.plan
     recorder = StateRecorder(plan)
     try:
         recorder.update("pending")
         cluster = host_cluster(plan, WORKER, environ)
-        sized, _ = size_before_download(plan, meta)
-        model_dir = locate(sized, recorder.update)
+        model_dir = fetch(plan, recorder.update)
+        on_disk(chain, local_meta(model_dir), str(model_dir))  # the head's check, here too
         labels = checkpoint_labels(WORKER, model_dir, plan.model.repo)
         clear(plan.value("state_dir"))
         recorder.update("starting", model_path=str(model_dir), argv=cluster.ray_start_argv(labels))

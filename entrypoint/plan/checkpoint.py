@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import CheckpointUnreadableError
-from .shape import WeightSizes
 
 # vLLM's Mamba-style block alignment needs at least this many batched tokens
 # on hybrid linear-attention models (Gated DeltaNet, Qwen3-Next / Qwen3.5).
@@ -35,18 +34,6 @@ class CheckpointInfo:
     mtp_layers: int
     max_position_embeddings: int | None
     has_weights: bool
-
-
-@dataclass(frozen=True)
-class CheckpointMeta:
-    config: dict[str, Any]
-    hf_quant: dict[str, Any] | None
-    weights: WeightSizes
-    origin: str
-    files: tuple[str, ...] = ()  # the repo's (or directory's) file names
-    commit: str | None = None  # the Hub commit the metadata is from
-    chat_template: str | None = None  # tokenizer_config.json's or chat_template.jinja's
-    special_tokens: tuple[str, ...] | None = None  # tokenizer_config.json's added tokens; None: not listed
 
 
 def added_tokens(tokenizer_config: dict[str, Any] | None) -> tuple[str, ...] | None:

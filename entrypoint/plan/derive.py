@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from typing import Any, get_args
 
 from ..errors import ArchitectureUnsupportedError, CheckpointUnreadableError
-from .checkpoint import HYBRID_MIN_BATCHED_TOKENS, CheckpointInfo, CheckpointMeta, describe
+from ..meta import CheckpointMeta
+from .checkpoint import HYBRID_MIN_BATCHED_TOKENS, CheckpointInfo, describe
 from .families import FamilyTable
 from .fit import format_name
 from .hardware import GB, Device

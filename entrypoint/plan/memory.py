@@ -29,8 +29,9 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from ..meta import WeightSizes
 from .hardware import GB, Device
-from .shape import ModelShape, WeightSizes
+from .shape import ModelShape
 
 VLLM_DEFAULT_UTILIZATION = 0.9
 
@@ -115,18 +116,23 @@ def allowance(shape: ModelShape, device: Device, seqs: int, tokens: int) -> int:
     return device.overhead_bytes + activations + logits
 
 
-def _budget(device: Device, inputs: MemoryInputs) -> tuple[int, str]:
+def budget(
+    device: Device, utilization: float | None, utilization_is_users: bool, reserve_bytes: int
+) -> tuple[int, str]:
+    """The bytes the engine may plan with on ``device``, and why."""
     total = device.total_bytes
-    if device.memory == "dedicated" or inputs.utilization_is_users:
-        util = inputs.utilization or VLLM_DEFAULT_UTILIZATION
+    if device.memory == "dedicated" or utilization_is_users:
+        util = utilization or VLLM_DEFAULT_UTILIZATION
         return int(total * util), f"gpu_memory_utilization {util:g} × {total / GB:.1f} GB"
-    budget = total - inputs.reserve_bytes
-    basis = f"{total / GB:.1f} GB {device.memory} − {inputs.reserve_bytes / GB:.1f} GB reserve"
-    if inputs.utilization is not None and inputs.utilization * total < budget:
-        return int(
-            inputs.utilization * total
-        ), f"profile's gpu_memory_utilization {inputs.utilization:g} share"
-    return budget, basis
+    room = total - reserve_bytes
+    basis = f"{total / GB:.1f} GB {device.memory} − {reserve_bytes / GB:.1f} GB reserve"
+    if utilization is not None and utilization * total < room:
+        return int(utilization * total), f"profile's gpu_memory_utilization {utilization:g} share"
+    return room, basis
+
+
+def _budget(device: Device, inputs: MemoryInputs) -> tuple[int, str]:
+    return budget(device, inputs.utilization, inputs.utilization_is_users, inputs.reserve_bytes)
 
 
 def decode_read(shape: ModelShape, weights: WeightSizes) -> int:

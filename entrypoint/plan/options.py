@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import math
 import shlex
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
 
+from ..errors import SettingError
+from ..shipped import configs
 from .profile import VllmOptions
 from .redact import SECRET_ENV_NAMES
 
@@ -148,12 +151,57 @@ def _engine_command(raw: str) -> list[str]:
 
 @dataclass(frozen=True)
 class Option:
+    """One setting: its name, variable, flag, parser (type and range), help and
+    default (a value, or a function of the environment; None: unset, vLLM's own)."""
+
     name: str
     env: str | None
     flag: str | None
     parse: Parser
     help: str
     secret: bool = False
+    default: Any = None
+    default_from: Callable[[Mapping[str, str]], Any] | None = None
+
+    def default_for(self, env: Mapping[str, str]) -> Any:
+        if self.default_from is not None:
+            return self.default_from(env)
+        return list(self.default) if isinstance(self.default, tuple) else self.default  # a fresh list
+
+
+def read_raw(option: Option, env: Mapping[str, str], cli: Mapping[str, Any]) -> tuple[str, str, str] | None:
+    """The highest-precedence raw value of an option: (value, source, origin)."""
+    cli_value = cli.get(option.name)
+    if cli_value not in (None, "") and option.flag:
+        return str(cli_value), "cli", option.flag
+    env_value = env.get(option.env) if option.env else None
+    if env_value not in (None, "") and option.env:
+        return str(env_value), "env", option.env
+    return None
+
+
+def parse_option(option: Option, raw: str, origin: str) -> Any:
+    """Parse a raw value; a bad one becomes a SettingError naming the variable or flag."""
+    try:
+        return option.parse(raw)
+    except OptionValueError as err:
+        what = "environment variable" if origin == option.env else "flag"
+        raise SettingError(f"{what} {origin}", err.detail, err.fix) from err
+
+
+def option_value(option: Option, env: Mapping[str, str], cli: Mapping[str, Any]) -> Any:
+    """The option's value: the flag, else the variable, else its default."""
+    raw = read_raw(option, env, cli)
+    return parse_option(option, raw[0], raw[2]) if raw is not None else option.default_for(env)
+
+
+def default_state_dir(env: Mapping[str, str]) -> str:
+    base = env.get("XDG_STATE_HOME") or str(Path(env.get("HOME", "/tmp")) / ".local" / "state")
+    return str(Path(base) / "spark-serve")
+
+
+def _profiles_dir(env: Mapping[str, str]) -> str:
+    return str(configs("profiles"))
 
 
 def _engine(name: str, env: str, help: str, what: str = "a valid value", example: str = "") -> Option:
@@ -164,7 +212,14 @@ OPTIONS: tuple[Option, ...] = (
     Option("model", "MODEL", "--model", parse_text, "profile name, Hub repo id or local checkpoint path"),
     Option("profile", "PROFILE", "--profile", parse_text, "profile name (MODEL then names the checkpoint)"),
     Option("variant", "VARIANT", "--variant", parse_text, "named variant of the profile"),
-    Option("revision", "MODEL_REVISION", "--revision", parse_text, "Hub revision: branch, tag or commit"),
+    Option(
+        "revision",
+        "MODEL_REVISION",
+        "--revision",
+        parse_text,
+        "Hub revision: branch, tag or commit",
+        default="main",
+    ),
     Option(
         "served_model_name",
         "SERVED_MODEL_NAME",
@@ -239,6 +294,7 @@ OPTIONS: tuple[Option, ...] = (
         "--memory-wait-s",
         seconds(0, DAY_S),
         "seconds to wait for the planned memory before starting, then halt (0: do not check)",
+        default=600.0,
     ),
     Option(
         "restart_limit",
@@ -246,6 +302,7 @@ OPTIONS: tuple[Option, ...] = (
         "--restart-limit",
         count(0, 1000),
         "engine starts in a row that fail before ready, after which the launcher halts (0: no back-off)",
+        default=5,
     ),
     Option(
         "restart_backoff_s",
@@ -253,6 +310,7 @@ OPTIONS: tuple[Option, ...] = (
         "--restart-backoff-s",
         seconds(0.1, 3600),
         "delay before the start after a failed one, doubled for each further failure (at most 300)",
+        default=15.0,
     ),
     Option(
         "api_key",
@@ -263,14 +321,15 @@ OPTIONS: tuple[Option, ...] = (
         secret=True,
     ),
     Option("hf_token", "HF_TOKEN", None, parse_text, "Hugging Face token for gated repos", secret=True),
-    Option("host", "HOST", "--host", parse_text, "address the API binds"),
-    Option("port", "PORT", "--port", parse_port, "port the API listens on"),
+    Option("host", "HOST", "--host", parse_text, "address the API binds", default="0.0.0.0"),
+    Option("port", "PORT", "--port", parse_port, "port the API listens on", default=8000),
     Option(
         "vllm_extra_args",
         "VLLM_EXTRA_ARGS",
         "--vllm-extra-args",
         _args,
         "extra vLLM arguments, split like a shell, appended last",
+        default=(),
     ),
     Option(
         "engine_command",
@@ -278,17 +337,31 @@ OPTIONS: tuple[Option, ...] = (
         "--engine-command",
         _engine_command,
         "engine command with a {model} placeholder",
+        default=("vllm", "serve", "{model}"),
     ),
     Option(
-        "profiles_dir", "PROFILES_DIR", "--profiles-dir", parse_text, "profile directories, separated by ':'"
+        "profiles_dir",
+        "PROFILES_DIR",
+        "--profiles-dir",
+        parse_text,
+        "profile directories, separated by ':'",
+        default_from=_profiles_dir,
     ),
-    Option("state_dir", "STATE_DIR", "--state-dir", parse_text, "directory for the launcher's state file"),
+    Option(
+        "state_dir",
+        "STATE_DIR",
+        "--state-dir",
+        parse_text,
+        "directory for the launcher's state file",
+        default_from=default_state_dir,
+    ),
     Option(
         "cluster_nodes",
         "CLUSTER_NODES",
         "--cluster-nodes",
         count(1, 64),
         "Sparks serving this model together on Ray, head included (1: no cluster)",
+        default=1,
     ),
     Option("cluster_head", "CLUSTER_HEAD", "--cluster-head", parse_text, "the head's fabric address (IPv4)"),
     Option(
@@ -304,6 +377,7 @@ OPTIONS: tuple[Option, ...] = (
         "--cluster-port",
         Number(int, "", 1024, 65535 - 107),
         "Ray's port on the head; Ray's other ports are pinned to the 107 after it",
+        default=6379,
     ),
     Option(
         "cluster_token_file",
@@ -311,6 +385,7 @@ OPTIONS: tuple[Option, ...] = (
         "--cluster-token-file",
         parse_text,
         "file holding the Ray cluster's token, the same on every node (`spark-serve cluster-token`)",
+        default="/run/secrets/ray_token",
     ),
     Option(
         "cluster_parallel",
@@ -318,6 +393,7 @@ OPTIONS: tuple[Option, ...] = (
         "--cluster-parallel",
         parse_parallel,
         "how the engine spans the nodes: tensor or pipeline (default: the profile's cluster.parallel)",
+        default="tensor",
     ),
     Option(
         "cluster_join_timeout_s",
@@ -325,6 +401,7 @@ OPTIONS: tuple[Option, ...] = (
         "--cluster-join-timeout-s",
         seconds(1, DAY_S),
         "seconds the head waits for every worker to join with a verified checkpoint",
+        default=900.0,
     ),
     Option(
         "progress_interval",
@@ -332,6 +409,7 @@ OPTIONS: tuple[Option, ...] = (
         "--progress-interval",
         seconds(0.1, 3600),
         "seconds between download progress lines",
+        default=5.0,
     ),
 )
 

@@ -19,10 +19,9 @@ from ..errors import (
     SettingError,
     UnknownProfileError,
 )
-from ..shipped import configs
 from .hardware import Device, HardwareTable
 from .memory import vllm_default_batching
-from .options import BY_NAME, OPTIONS, Option, OptionValueError
+from .options import BY_NAME, OPTIONS, parse_option, read_raw
 from .profile import Catalog, LoadedProfile, VllmOptions, check_variant, suggest
 
 DEFAULT_PROFILE = "qwen3-4b-nvfp4"
@@ -32,35 +31,10 @@ BACKEND_FIELDS = ("linear_backend", "moe_backend")
 _REPO_RE = re.compile(r"^[\w.-]{1,96}/[\w.-]{1,96}$")
 
 
-def default_profiles_dir() -> str:
-    return str(configs("profiles"))
-
-
-def default_state_dir(env: Mapping[str, str]) -> str:
-    base = env.get("XDG_STATE_HOME") or str(Path(env.get("HOME", "/tmp")) / ".local" / "state")
-    return str(Path(base) / "spark-serve")
-
-
 def builtin_defaults(env: Mapping[str, str]) -> dict[str, Any]:
-    return {
-        "revision": "main",
-        "host": "0.0.0.0",
-        "port": 8000,
-        "engine_command": ["vllm", "serve", "{model}"],
-        "profiles_dir": default_profiles_dir(),
-        "state_dir": default_state_dir(env),
-        "vllm_extra_args": [],
-        "progress_interval": 5.0,
-        "memory_wait_s": 600.0,
-        "restart_limit": 5,
-        "restart_backoff_s": 15.0,
-        "cluster_nodes": 1,
-        "cluster_port": 6379,
-        "cluster_token_file": "/run/secrets/ray_token",
-        "cluster_parallel": "tensor",
-        "cluster_join_timeout_s": 900.0,
-        "extra_args": [],
-    }
+    """Every option's declared default, and the profile's extra arguments (none)."""
+    found = {o.name: o.default_for(env) for o in OPTIONS}
+    return {**{k: v for k, v in found.items() if v is not None}, "extra_args": []}
 
 
 @dataclass(frozen=True)
@@ -92,28 +66,6 @@ class Plan:
 
     def with_setting(self, name: str, setting: Setting) -> Plan:
         return replace(self, settings={**self.settings, name: setting})
-
-
-def read_raw(
-    option: Option, env: Mapping[str, str], cli: Mapping[str, str | None]
-) -> tuple[str, str, str] | None:
-    """The highest-precedence raw value of an option: (value, source, origin)."""
-    cli_value = cli.get(option.name)
-    if cli_value not in (None, "") and option.flag:
-        return str(cli_value), "cli", option.flag
-    env_value = env.get(option.env) if option.env else None
-    if env_value not in (None, "") and option.env:
-        return str(env_value), "env", option.env
-    return None
-
-
-def parse_option(option: Option, raw: str, origin: str) -> Any:
-    """Parse a raw value; a bad one becomes a SettingError naming the variable or flag."""
-    try:
-        return option.parse(raw)
-    except OptionValueError as err:
-        what = "environment variable" if origin == option.env else "flag"
-        raise SettingError(f"{what} {origin}", err.detail, err.fix) from err
 
 
 def _looks_like_path(value: str) -> bool:

@@ -13,6 +13,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from ..meta import WeightSizes
+
 _DTYPE_BYTES = {"float32": 4, "float": 4, "bfloat16": 2, "float16": 2, "half": 2}
 _VISION = re.compile(
     r"(^|\.)(visual|vision_tower|vision_model|vision_encoder|multi_modal_projector|mm_projector)\."
@@ -108,22 +110,6 @@ def model_shape(config: Mapping[str, Any]) -> ModelShape:
         dtype_bytes=_DTYPE_BYTES.get(dtype, 2),
         max_position_embeddings=max_pos if isinstance(max_pos, int) else None,
     )
-
-
-@dataclass(frozen=True)
-class WeightSizes:
-    """Bytes on disk of each part of the checkpoint's weights."""
-
-    total: int
-    vision: int = 0
-    mtp: int = 0
-    experts: int = 0  # routed experts of the language model (MoE)
-    source: str = ""  # where the figures came from
-    named: bool = False  # tensor names were read (vision / MTP / experts split is known)
-
-    @property
-    def language_model(self) -> int:
-        return self.total - self.vision - self.mtp
 
 
 def split_weights(

@@ -9,21 +9,37 @@ from __future__ import annotations
 from typing import Any
 
 from ..errors import MemoryTooSmallError
+from ..meta import WeightSizes
 from .hardware import GIB, Device
-from .memory import MemoryInputs, MemoryPlan, vllm_default_batching, what_would_fit
+from .memory import MemoryInputs, MemoryPlan, budget, vllm_default_batching, what_would_fit
 from .resolve import Plan, Setting
-from .shape import ModelShape, WeightSizes, model_shape
+from .shape import ModelShape, model_shape
 
 _USERS = ("env", "cli")
 DEFAULT_MAX_MODEL_LEN = 8192  # when neither the plan nor the checkpoint says
+
+
+def _budget_terms(plan: Plan, device: Device) -> tuple[float | None, bool, int]:
+    """The plan's utilization (and whether the user set it) and its reserve in bytes."""
+    util = plan.settings.get("gpu_memory_utilization")
+    reserve_gb = plan.value("memory_reserve_gb")
+    return (
+        util.value if util is not None and util.value is not None else None,
+        util is not None and util.source in _USERS,
+        int(reserve_gb * GIB) if reserve_gb is not None else device.reserve_bytes,
+    )
+
+
+def plan_budget(plan: Plan, device: Device) -> int:
+    """The planner's budget for this plan on ``device`` before any checkpoint is read."""
+    return budget(device, *_budget_terms(plan, device))[0]
 
 
 def memory_inputs(plan: Plan, device: Device, config: dict[str, Any], weights: WeightSizes) -> MemoryInputs:
     shape: ModelShape = model_shape(config)
     seqs, tokens = vllm_default_batching(device)
     spec = plan.value("speculative_config") or {}
-    util = plan.settings.get("gpu_memory_utilization")
-    reserve_gb = plan.value("memory_reserve_gb")
+    util, users, reserve = _budget_terms(plan, device)
     return MemoryInputs(
         shape=shape,
         weights=weights,
@@ -33,10 +49,10 @@ def memory_inputs(plan: Plan, device: Device, config: dict[str, Any], weights: W
         max_num_batched_tokens=plan.value("max_num_batched_tokens") or tokens,
         language_model_only=bool(plan.value("language_model_only")),
         mtp=spec.get("method") == "mtp",
-        utilization=util.value if util is not None and util.value is not None else None,
-        utilization_is_users=util is not None and util.source in _USERS,
+        utilization=util,
+        utilization_is_users=users,
         kv_cache_memory_bytes=plan.value("kv_cache_memory_bytes"),
-        reserve_bytes=int(reserve_gb * GIB) if reserve_gb is not None else device.reserve_bytes,
+        reserve_bytes=reserve,
         nodes=int(plan.value("cluster_nodes") or 1),
         parallel=str(plan.value("cluster_parallel") or "tensor"),
     )

@@ -21,7 +21,7 @@ from entrypoint.plan.hardware import load_table
 from entrypoint.plan.profile import Catalog
 from entrypoint.plan.resolve import Plan, resolve
 from tests.conftest import PROFILES
-from tests.launch.test_run import Exec
+from tests.launch.test_run import Exec, offline_chain
 from tests.support.configs import seed_config, write_checkpoint
 from tests.support.nvml import FakeNvml
 
@@ -97,7 +97,7 @@ def test_start_waits_for_memory_then_execs_once_it_is_freed(tmp_path: Path) -> N
     helper = run_in_thread(free_later)
     fake = Exec()
     with pytest.raises(SystemExit):
-        launch(plan, env, execvpe=fake, runtime=runtime)
+        launch(offline_chain(plan), env, execvpe=fake, runtime=runtime)
     helper.join(5)
     waiting = seen[0]["waiting"]
     assert waiting["for"] == "memory" and waiting["available_bytes"] == 2 * GIB
@@ -128,7 +128,7 @@ def test_memory_that_never_frees_halts_without_exec_until_reset(tmp_path: Path) 
 
     helper = run_in_thread(free_and_reset)
     with pytest.raises(SystemExit):
-        launch(plan, env, execvpe=fake, runtime=runtime)
+        launch(offline_chain(plan), env, execvpe=fake, runtime=runtime)
     helper.join(5)
     assert halted[0]["waiting"]["for"] == "reset"
     assert "after waiting 0.2s" in halted[0]["error"] and "spark-serve reset" in halted[0]["waiting"]["fix"]
@@ -149,7 +149,7 @@ def test_a_signal_while_waiting_ends_the_launcher_without_starting(tmp_path: Pat
     helper = run_in_thread(stop_when_waiting)
     fake = Exec()
     with pytest.raises(SystemExit) as ended:
-        launch(plan, env, execvpe=fake, runtime=runtime)
+        launch(offline_chain(plan), env, execvpe=fake, runtime=runtime)
     helper.join(5)
     assert ended.value.code == 0 and fake.calls == []
     assert "stopped by a signal" in state(tmp_path)["error"]
@@ -162,5 +162,10 @@ def test_memory_wait_zero_skips_the_guard(tmp_path: Path) -> None:
     meminfo.write_text(meminfo_text(1))
     fake = Exec()
     with pytest.raises(SystemExit):
-        launch(plan, env, execvpe=fake, runtime=Runtime(meminfo=meminfo, nvml=gb10_nvml, poll_s=0.05))
+        launch(
+            offline_chain(plan),
+            env,
+            execvpe=fake,
+            runtime=Runtime(meminfo=meminfo, nvml=gb10_nvml, poll_s=0.05),
+        )
     assert len(fake.calls) == 1

@@ -9,12 +9,19 @@ import psutil
 import pytest
 
 from entrypoint.errors import EngineNotFoundError, ModelUnavailableError
-from entrypoint.launch.run import engine_facts, launch
+from entrypoint.inputs.gather import Reading, chained
+from entrypoint.launch.run import engine_facts, launch, planned_or_recorded
+from entrypoint.plan.chain import Chained
 from entrypoint.plan.command import shown_argv
 from entrypoint.plan.profile import Catalog
-from entrypoint.plan.resolve import resolve
+from entrypoint.plan.resolve import Plan, resolve
 from tests.conftest import PROFILES
 from tests.support.configs import seed_config, write_checkpoint
+
+
+def offline_chain(plan: Plan) -> Chained:
+    """The rest of the chain for a plan resolved here, from local files only."""
+    return chained(plan, Reading(offline=True, retries=0))
 
 
 class Exec:
@@ -36,7 +43,7 @@ def test_launch_writes_starting_state_then_execs_the_argv(tmp_path: Path) -> Non
     }
     fake = Exec()
     with pytest.raises(SystemExit):
-        launch(resolve(Catalog([PROFILES]), env, {}), env, execvpe=fake)
+        launch(offline_chain(resolve(Catalog([PROFILES]), env, {})), env, execvpe=fake)
     file, argv, engine_env = fake.calls[0]
     assert file == "true" and argv[1] == str(ckpt) and engine_env["VLLM_API_KEY"] == "k3y"
     state = json.loads((tmp_path / "state" / "launcher.json").read_text())
@@ -59,7 +66,7 @@ def test_missing_local_model_fails_before_exec_and_records_it(tmp_path: Path) ->
     env = {"MODEL": str(tmp_path / "absent"), "STATE_DIR": str(tmp_path / "state")}
     fake = Exec()
     with pytest.raises(ModelUnavailableError):
-        launch(resolve(Catalog([PROFILES]), env, {}), env, execvpe=fake)
+        launch(planned_or_recorded(env, {}), env, execvpe=fake)
     assert fake.calls == []
     state = json.loads((tmp_path / "state" / "launcher.json").read_text())
     assert state["phase"] == "failed" and "does not exist" in state["error"]
@@ -69,7 +76,7 @@ def test_missing_engine_binary_is_a_typed_error(tmp_path: Path) -> None:
     ckpt = write_checkpoint(tmp_path / "ckpt", seed_config("llama"))
     env = {"MODEL": str(ckpt), "STATE_DIR": str(tmp_path / "s"), "ENGINE_COMMAND": "no-such-engine {model}"}
     with pytest.raises(EngineNotFoundError, match="ENGINE_COMMAND"):
-        launch(resolve(Catalog([PROFILES]), env, {}), env, execvpe=Exec())
+        launch(offline_chain(resolve(Catalog([PROFILES]), env, {})), env, execvpe=Exec())
 
 
 def test_secret_flags_are_redacted_in_shown_argv() -> None:

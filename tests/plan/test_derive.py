@@ -8,12 +8,11 @@ import pytest
 import yaml
 
 from entrypoint.errors import ArchitectureUnsupportedError, CheckpointUnreadableError
-from entrypoint.plan.checkpoint import CheckpointMeta
+from entrypoint.meta import CheckpointMeta, WeightSizes
 from entrypoint.plan.derive import ArchSupport, Derived, derive, profile_name
 from entrypoint.plan.families import load_families
 from entrypoint.plan.hardware import GB, load_table, named_device
 from entrypoint.plan.profile import Profile
-from entrypoint.plan.shape import WeightSizes
 from entrypoint.show.pin import render
 from tests.support.configs import seed_config
 

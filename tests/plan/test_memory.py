@@ -7,9 +7,10 @@ from typing import Any
 
 import pytest
 
+from entrypoint.meta import WeightSizes
 from entrypoint.plan.hardware import GB, GIB, load_table, named_device
 from entrypoint.plan.memory import MemoryInputs, plan_memory, what_would_fit
-from entrypoint.plan.shape import WeightSizes, model_shape, split_weights
+from entrypoint.plan.shape import model_shape, split_weights
 
 TABLE = load_table()
 GB10 = named_device(TABLE, "gb10", "test")

@@ -8,8 +8,7 @@ import math
 import pytest
 
 from entrypoint.errors import SettingError
-from entrypoint.plan.options import OPTIONS, Number, Option
-from entrypoint.plan.resolve import parse_option
+from entrypoint.plan.options import OPTIONS, Number, Option, parse_option
 from server.settings import SIDECAR_OPTIONS
 
 BAD = ("inf", "-inf", "nan", "NaN", "-1", "0", "1e300", "1e-300", "9" * 40, "abc", "1.5.2", " ", "0x10", "½")
