@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed-v1
 VLLM_VERSION := 0.32.0
 TORCH_VERSION := 2.13.0+cpu
 
-.PHONY: test lint pytest venv bench clean
+.PHONY: test lint pytest venv bench docs clean
 
 test: lint pytest
 
@@ -16,8 +16,12 @@ lint: $(STAMP)
 	$(BIN)/ruff check entrypoint server tests benchmarks
 	$(BIN)/mypy
 
+# Two workers (one per core on CI); each test module runs on one worker unless it is
+# split in tests/conftest.py. PYTEST_WORKERS=0 runs everything in this process.
+PYTEST_WORKERS ?= 2
+
 pytest: $(STAMP)
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadgroup
 
 venv: $(STAMP)
 
@@ -33,6 +37,10 @@ $(STAMP): pyproject.toml tests/vllm_plugin/pyproject.toml
 	$(BIN)/python -m pip uninstall --quiet --yes torchvision torchaudio torchcodec
 	$(BIN)/python -m pip install --quiet -e ".[test]" ./tests/vllm_plugin
 	touch $(STAMP)
+
+# The README's settings tables, from the option declarations (a test keeps them equal).
+docs: $(STAMP)
+	$(BIN)/python -m entrypoint.show.options README.md
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/plan_time.py

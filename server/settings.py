@@ -32,10 +32,19 @@ def _vllm_url(env: Mapping[str, str]) -> str:
 
 
 def _option(
-    env: str | None, flag: str | None, parse: Parser, help: str, *, secret: bool = False, **default: Any
+    env: str | None,
+    flag: str | None,
+    parse: Parser,
+    help: str,
+    *,
+    secret: bool = False,
+    shown_default: str | None = None,
+    **default: Any,
 ) -> Any:
     """A settings field declared with its option (the field's name is the option's)."""
-    return field(metadata={"option": (env, flag, parse, help, secret, default)})
+    return field(
+        metadata={"option": (env, flag, parse, help, secret, {**default, "shown_default": shown_default})}
+    )
 
 
 @dataclass(frozen=True)
@@ -47,20 +56,26 @@ class SidecarSettings:
     )
     sidecar_port: int = _option("SIDECAR_PORT", "--port", parse_port, "port of the sidecar", default=8001)
     vllm_url: str = _option(
-        "VLLM_URL", "--vllm-url", _url, "where vLLM's API answers", default_from=_vllm_url
+        "VLLM_URL",
+        "--vllm-url",
+        _url,
+        "where vLLM answers",
+        default_from=_vllm_url,
+        shown_default="`http://127.0.0.1:$PORT`",
     )
     state_dir: str = _option(
         "STATE_DIR",
         "--state-dir",
         parse_text,
-        "directory of the launcher's state file",
+        "the launcher's state directory (shared; writable, so the sidecar can record a start that reached ready, which resets the restart back-off)",
         default_from=default_state_dir,
+        shown_default="as the launcher",
     )
     api_key: str | None = _option(
         "API_KEY",
         None,
         parse_text,
-        "the stack's API key, sent on every request to vLLM but /health and /metrics",
+        "sent on every request to vLLM but /health and /metrics (API_KEY_FILE, $SECRETS_DIR/api_key too)",
         secret=True,
         default=None,
     )
@@ -68,7 +83,7 @@ class SidecarSettings:
         "READY_PROGRESS_WINDOW",
         "--ready-window",
         seconds(1, DAY_S),
-        "seconds without token progress, while requests run, before not ready",
+        "seconds with requests running but no token progress before the sidecar asks with a confirmation",
         default=60.0,
     )
     poll_interval: float = _option(
@@ -85,57 +100,56 @@ class SidecarSettings:
         "WARMUP",
         "--warmup",
         parse_switch,
-        "1: a first generation must return before ready (pays JIT and autotuning); 0: off",
+        "1: ready only after a warm-up generation returned; 0: ready once the model is listed",
         default=True,
     )
     warmup_timeout: float = _option(
         "WARMUP_TIMEOUT",
         "--warmup-timeout",
         seconds(1, DAY_S),
-        "seconds the warm-up generation may take before it counts as failed",
+        "seconds the warm-up may take before it counts as failed (then tried again every PROBE_INTERVAL); the only limit on a warm-up",
         default=600.0,
     )
     probe_interval: float = _option(
         "PROBE_INTERVAL",
         "--probe-interval",
         seconds(0.5, DAY_S),
-        "seconds with no request completed (and none running) before a one-token probe",
+        "seconds with no request answered and none running or waiting before a one-token probe",
         default=60.0,
     )
     probe_timeout: float = _option(
         "PROBE_TIMEOUT",
         "--probe-timeout",
         seconds(1, 3600),
-        "seconds a probe may take before it counts as failed",
+        "seconds a probe or confirmation may take before it counts as failed",
         default=30.0,
     )
     launcher: bool = _option(
         "LAUNCHER",
         "--launcher",
         parse_switch,
-        "1: the engine is started by `spark-serve launch` (its state file gives the phase); "
-        "0: by something else, e.g. a Helm chart: judge the engine alone, never end it",
+        "1: the engine is started by `spark-serve launch` (its state file gives the phase); 0: by something else (the Helm chart, deploy/kubernetes): the engine alone is judged, from the sidecar's start, and never ended",
         default=True,
     )
     heal: bool = _option(
         "HEAL",
         "--heal",
         parse_switch,
-        "1: end a hung engine (SIGTERM, then SIGKILL) so its restart policy brings it back; 0: off",
+        "1: end a hung engine so its restart policy brings it back; 0: report it only",
         default=True,
     )
     heal_after: int = _option(
         "HEAL_AFTER",
         "--heal-after",
         count(1, 100),
-        "failed warm-ups or probes in a row that make the engine hung",
+        "failed warm-ups, idle probes or confirmations in a row that make the engine hung",
         default=3,
     )
     heal_backoff_s: float = _option(
         "HEAL_BACKOFF_S",
         "--heal-backoff-s",
         seconds(1, DAY_S),
-        "least seconds between heals, doubled while healed engines never got ready (at most 1800)",
+        "least seconds between heals, doubled for each heal in a row of an engine that never got ready (at most 1800)",
         default=60.0,
     )
 

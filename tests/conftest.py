@@ -58,14 +58,50 @@ def cli(tmp_path: Path) -> Callable[..., CliResult]:
 
 @pytest.fixture(scope="session")
 def checkpoint_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[[str], Path]]:
+    """Tiny checkpoints by format, each made once per run: the parallel test workers
+    share one folder (above each worker's own), the first to need a format makes it."""
+    from filelock import FileLock
+
     from tests.support.checkpoints import FORMATS
 
-    root = tmp_path_factory.mktemp("checkpoints")
-    made: dict[str, Path] = {}
+    base = tmp_path_factory.getbasetemp()
+    root = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "checkpoints"
+    root.mkdir(exist_ok=True)
 
     def make(fmt: str) -> Path:
-        if fmt not in made:
-            made[fmt] = FORMATS[fmt](root / fmt)
-        return made[fmt]
+        done = root / f"{fmt}.done"
+        with FileLock(str(root / f"{fmt}.lock")):
+            if not done.exists():
+                FORMATS[fmt](root / fmt)
+                done.touch()
+        return root / fmt
 
     yield make
+
+
+# Modules whose tests share nothing costly run test by test on any worker; every other
+# module runs on one worker (its module-scoped engine, Hub or Docker stack is set up once).
+SPLIT = frozenset({"tests/test_engine.py", "tests/test_cli_errors.py", "tests/plan/test_options.py"})
+# The longest groups first, so that no worker is left with one at the end.
+FIRST = (
+    "tests/test_stack.py",
+    "tests/test_sidecar.py",
+    "tests/test_engine.py",
+    "tests/cluster/test_two_hosts.py",
+    "tests/bench/test_bench_engine.py",
+    "tests/test_container.py",
+    "tests/test_engine_download.py",
+    "tests/test_long_prefill.py",
+    "tests/test_heal_engine.py",
+)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    def module(item: pytest.Item) -> str:
+        return item.nodeid.split("::", 1)[0]
+
+    for item in items:
+        if module(item) not in SPLIT:
+            item.add_marker(pytest.mark.xdist_group(module(item)))
+    rank = {name: i for i, name in enumerate(FIRST)}
+    items.sort(key=lambda item: rank.get(module(item), len(FIRST)))

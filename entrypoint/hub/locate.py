@@ -4,10 +4,13 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..errors import ModelUnavailableError
 from ..meta import DownloadRequest
-from .download import OnUpdate, ensure_snapshot
+
+if TYPE_CHECKING:
+    from .download import OnUpdate
 
 
 def checkpoint_dir(value: str) -> Path:
@@ -35,5 +38,7 @@ def locate(path: str | None, request: DownloadRequest | None, on_update: OnUpdat
     """A local, complete checkpoint directory: ``path`` itself, or the Hub snapshot of ``request``."""
     if path is not None:
         return checkpoint_dir(path)
+    from .download import ensure_snapshot  # the download machinery only when it is needed
+
     assert request is not None
     return ensure_snapshot(request, on_update)

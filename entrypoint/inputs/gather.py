@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import (
     HubAuthError,
@@ -27,7 +27,6 @@ from ..errors import (
 from ..hub.locate import checkpoint_dir
 from ..meta import CheckpointMeta, DownloadRequest
 from ..plan.chain import Chained, fitted
-from ..plan.derive import Derived
 from ..plan.hardware import Device, HardwareTable
 from ..plan.options import BY_NAME, option_value, read_raw
 from ..plan.profile import Catalog, LoadedProfile
@@ -35,6 +34,9 @@ from ..plan.resolve import ModelRef, Plan, resolve, select
 from .device import choose, nvml_facts, read_meminfo
 from .metadata import cached_meta, hub_meta, local_meta
 from .request import bare_request, download_request
+
+if TYPE_CHECKING:
+    from ..plan.derive import Derived
 
 _HUB_ERRORS = (HubAuthError, HubNotFoundError, HubUnreachableError)
 

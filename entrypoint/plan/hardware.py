@@ -22,7 +22,7 @@ MemoryKind = Literal["unified", "dedicated", "host"]
 
 
 class HardwareSpec(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
     description: str = ""
     nvml_names: list[str] = Field(default_factory=list)
@@ -38,7 +38,7 @@ class HardwareSpec(BaseModel):
 
 
 class HardwareTable(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
     native_fp4_backends: list[str]
     devices: dict[str, HardwareSpec]

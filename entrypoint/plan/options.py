@@ -37,11 +37,14 @@ _RANGE_ERRORS = frozenset({"greater_than", "greater_than_equal", "less_than", "l
 
 
 def _engine_field(name: str, what: str, example: str) -> Parser:
-    adapter: TypeAdapter[Any] = TypeAdapter(VllmOptions.model_fields[name].annotation)  # type: ignore[arg-type]
+    """The profile schema's own field type, built on first use (not at import)."""
+    adapters: list[TypeAdapter[Any]] = []
 
     def parse(raw: str) -> Any:
+        if not adapters:
+            adapters.append(TypeAdapter(VllmOptions.model_fields[name].annotation))  # type: ignore[arg-type]
         try:
-            return adapter.validate_python(raw, strict=False)
+            return adapters[0].validate_python(raw, strict=False)
         except ValidationError as err:
             first = err.errors(include_url=False)[0]
             expected = first.get("ctx", {}).get("expected")
@@ -162,6 +165,7 @@ class Option:
     secret: bool = False
     default: Any = None
     default_from: Callable[[Mapping[str, str]], Any] | None = None
+    shown_default: str | None = None  # the docs' default where it is not one value ("profile's")
 
     def default_for(self, env: Mapping[str, str]) -> Any:
         if self.default_from is not None:
@@ -204,14 +208,31 @@ def _profiles_dir(env: Mapping[str, str]) -> str:
     return str(configs("profiles"))
 
 
-def _engine(name: str, env: str, help: str, what: str = "a valid value", example: str = "") -> Option:
-    return Option(name, env, "--" + name.replace("_", "-"), _engine_field(name, what, example), help)
+def _engine(
+    name: str, env: str, help: str, what: str = "a valid value", example: str = "", shown: str = "profile's"
+) -> Option:
+    flag = "--" + name.replace("_", "-")
+    return Option(name, env, flag, _engine_field(name, what, example), help, shown_default=shown)
 
 
 OPTIONS: tuple[Option, ...] = (
-    Option("model", "MODEL", "--model", parse_text, "profile name, Hub repo id or local checkpoint path"),
-    Option("profile", "PROFILE", "--profile", parse_text, "profile name (MODEL then names the checkpoint)"),
-    Option("variant", "VARIANT", "--variant", parse_text, "named variant of the profile"),
+    Option(
+        "model",
+        "MODEL",
+        "--model",
+        parse_text,
+        "profile name, Hub repo id or local checkpoint path",
+        shown_default="`qwen3-4b-nvfp4`",
+    ),
+    Option("profile", "PROFILE", "--profile", parse_text, "profile name; MODEL then names the checkpoint"),
+    Option(
+        "variant",
+        "VARIANT",
+        "--variant",
+        parse_text,
+        "named variant of the profile",
+        shown_default="profile's `default_variant`",
+    ),
     Option(
         "revision",
         "MODEL_REVISION",
@@ -219,47 +240,43 @@ OPTIONS: tuple[Option, ...] = (
         parse_text,
         "Hub revision: branch, tag or commit",
         default="main",
+        shown_default="profile's, else `main`",
     ),
     Option(
         "served_model_name",
         "SERVED_MODEL_NAME",
         "--served-model-name",
         parse_text,
-        "model name clients use in the API",
+        "name clients send as `model`",
+        shown_default="profile's",
     ),
     _engine(
-        "max_model_len",
-        "MAX_MODEL_LEN",
-        "maximum context length in tokens",
-        "a whole number of tokens",
-        "32768",
+        "max_model_len", "MAX_MODEL_LEN", "context length in tokens", "a whole number of tokens", "32768"
     ),
     _engine(
         "gpu_memory_utilization",
         "GPU_MEMORY_UTILIZATION",
-        "fraction of GPU memory vLLM may use, in (0, 1]",
+        "fraction of GPU memory vLLM may use",
         "a fraction above 0 and at most 1",
         "0.85",
     ),
-    _engine(
-        "max_num_seqs", "MAX_NUM_SEQS", "maximum concurrent sequences", "a whole number of sequences", "64"
-    ),
+    _engine("max_num_seqs", "MAX_NUM_SEQS", "concurrent sequences", "a whole number of sequences", "64"),
     _engine(
         "max_num_batched_tokens",
         "MAX_NUM_BATCHED_TOKENS",
-        "token budget per engine step",
+        "tokens per engine step (at least 2096 on hybrid models)",
         "a whole number of tokens",
         "8192",
     ),
     _engine(
         "long_prefill_token_threshold",
         "LONG_PREFILL_TOKEN_THRESHOLD",
-        "tokens one long prefill may take of a step while other requests wait "
-        "(default: the step's budget less a share, so short requests and the sidecar's probes get through)",
+        "tokens one long prefill may take of a step while others wait (so short requests and the sidecar's confirmations get through)",
         "a whole number of tokens",
         "7680",
+        "planned: the step budget less 1/16 of it (at least 128), when `MAX_MODEL_LEN` is longer",
     ),
-    _engine("kv_cache_dtype", "KV_CACHE_DTYPE", "KV cache dtype (auto, fp8, ...)"),
+    _engine("kv_cache_dtype", "KV_CACHE_DTYPE", "KV cache dtype: auto, fp8, ..."),
     _engine(
         "shutdown_timeout",
         "SHUTDOWN_TIMEOUT",
@@ -270,9 +287,10 @@ OPTIONS: tuple[Option, ...] = (
     _engine(
         "kv_cache_memory_bytes",
         "KV_CACHE_MEMORY_BYTES",
-        "bytes of KV cache (default on unified memory: the memory planner's figure)",
+        "bytes of KV cache",
         "a whole number of bytes",
         "17179869184",
+        "planner's on unified memory, else vLLM's",
     ),
     Option(
         "hardware",
@@ -280,6 +298,7 @@ OPTIONS: tuple[Option, ...] = (
         "--hardware",
         parse_text,
         "plan for this hardware (configs/hardware.yaml) instead of detecting it",
+        shown_default="detected",
     ),
     Option(
         "memory_reserve_gb",
@@ -287,6 +306,7 @@ OPTIONS: tuple[Option, ...] = (
         "--memory-reserve-gb",
         Number(float, "GB", 0, 1024),
         "unified memory left to the OS, Docker and the sidecar, in GB",
+        shown_default="hardware table's (8 on GB10)",
     ),
     Option(
         "memory_wait_s",
@@ -317,10 +337,17 @@ OPTIONS: tuple[Option, ...] = (
         "API_KEY",
         None,
         parse_text,
-        "API key on every route but /health, /ping, /metrics (VLLM_API_KEY, never argv)",
+        "key on every route but /health, /ping, /metrics; reaches vLLM as VLLM_API_KEY, never argv",
         secret=True,
     ),
-    Option("hf_token", "HF_TOKEN", None, parse_text, "Hugging Face token for gated repos", secret=True),
+    Option(
+        "hf_token",
+        "HF_TOKEN",
+        None,
+        parse_text,
+        "Hugging Face token for gated repos; never logged",
+        secret=True,
+    ),
     Option("host", "HOST", "--host", parse_text, "address the API binds", default="0.0.0.0"),
     Option("port", "PORT", "--port", parse_port, "port the API listens on", default=8000),
     Option(
@@ -344,16 +371,18 @@ OPTIONS: tuple[Option, ...] = (
         "PROFILES_DIR",
         "--profiles-dir",
         parse_text,
-        "profile directories, separated by ':'",
+        "profile directories, ':'-separated, later ones win",
         default_from=_profiles_dir,
+        shown_default="the shipped `configs/profiles`",
     ),
     Option(
         "state_dir",
         "STATE_DIR",
         "--state-dir",
         parse_text,
-        "directory for the launcher's state file",
+        "where launcher.json is written",
         default_from=default_state_dir,
+        shown_default="`~/.local/state/spark-serve`",
     ),
     Option(
         "cluster_nodes",
@@ -362,14 +391,22 @@ OPTIONS: tuple[Option, ...] = (
         count(1, 64),
         "Sparks serving this model together on Ray, head included (1: no cluster)",
         default=1,
+        shown_default="`1` (`2` in the `head`/`worker` services)",
     ),
-    Option("cluster_head", "CLUSTER_HEAD", "--cluster-head", parse_text, "the head's fabric address (IPv4)"),
+    Option(
+        "cluster_head",
+        "CLUSTER_HEAD",
+        "--cluster-head",
+        parse_text,
+        "the head's CX-7 address (on the head: its own)",
+    ),
     Option(
         "cluster_interface",
         "CLUSTER_INTERFACE",
         "--cluster-interface",
         parse_text,
-        "the fabric interface (default: the one fabric port that carries CLUSTER_HEAD's subnet)",
+        "the fabric interface",
+        shown_default="the one fabric port on `CLUSTER_HEAD`'s subnet",
     ),
     Option(
         "cluster_port",
@@ -392,8 +429,9 @@ OPTIONS: tuple[Option, ...] = (
         "CLUSTER_PARALLEL",
         "--cluster-parallel",
         parse_parallel,
-        "how the engine spans the nodes: tensor or pipeline (default: the profile's cluster.parallel)",
+        "how the engine spans the Sparks: tensor or pipeline",
         default="tensor",
+        shown_default="profile's `cluster.parallel`, else `tensor`",
     ),
     Option(
         "cluster_join_timeout_s",

@@ -33,7 +33,7 @@ Tokens = Annotated[int, Field(gt=0, le=2**24)]  # 16,777,216 tokens
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
 
 class SpeculativeConfig(_Strict):
