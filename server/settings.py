@@ -67,7 +67,8 @@ class SidecarSettings:
         "STATE_DIR",
         "--state-dir",
         parse_text,
-        "the launcher's state directory (shared; writable, so the sidecar can record a start that reached ready, which resets the restart back-off)",
+        "the launcher's state directory (shared; writable, so the sidecar can record a start that "
+        "reached ready, which resets the restart back-off)",
         default_from=default_state_dir,
         shown_default="as the launcher",
     )
@@ -107,7 +108,8 @@ class SidecarSettings:
         "WARMUP_TIMEOUT",
         "--warmup-timeout",
         seconds(1, DAY_S),
-        "seconds the warm-up may take before it counts as failed (then tried again every PROBE_INTERVAL); the only limit on a warm-up",
+        "seconds the warm-up may take before it counts as failed (then tried again every "
+        "PROBE_INTERVAL); the only limit on a warm-up",
         default=600.0,
     )
     probe_interval: float = _option(
@@ -128,7 +130,9 @@ class SidecarSettings:
         "LAUNCHER",
         "--launcher",
         parse_switch,
-        "1: the engine is started by `spark-serve launch` (its state file gives the phase); 0: by something else (the Helm chart, deploy/kubernetes): the engine alone is judged, from the sidecar's start, and never ended",
+        "1: the engine is started by `spark-serve launch` (its state file gives the phase); 0: by "
+        "something else (the Helm chart, deploy/kubernetes): the engine alone is judged, from the "
+        "sidecar's start, and never ended",
         default=True,
     )
     heal: bool = _option(
@@ -149,7 +153,8 @@ class SidecarSettings:
         "HEAL_BACKOFF_S",
         "--heal-backoff-s",
         seconds(1, DAY_S),
-        "least seconds between heals, doubled for each heal in a row of an engine that never got ready (at most 1800)",
+        "least seconds between heals, doubled for each heal in a row of an engine that never got ready "
+        "(at most 1800)",
         default=60.0,
     )
 

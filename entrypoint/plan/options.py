@@ -271,7 +271,8 @@ OPTIONS: tuple[Option, ...] = (
     _engine(
         "long_prefill_token_threshold",
         "LONG_PREFILL_TOKEN_THRESHOLD",
-        "tokens one long prefill may take of a step while others wait (so short requests and the sidecar's confirmations get through)",
+        "tokens one long prefill may take of a step while others wait (so short requests and the "
+        "sidecar's confirmations get through)",
         "a whole number of tokens",
         "7680",
         "planned: the step budget less 1/16 of it (at least 128), when `MAX_MODEL_LEN` is longer",

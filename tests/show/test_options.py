@@ -7,7 +7,7 @@ import re
 from entrypoint.plan.options import OPTIONS, Option
 from entrypoint.show.options import READ_ELSEWHERE, default_text, range_text, rendered
 from server.settings import SIDECAR_OPTIONS, SidecarSettings, load_settings
-from tests.conftest import REPO, _OWN_VARS
+from tests.conftest import _OWN_VARS, REPO
 
 
 def test_the_readme_settings_tables_are_the_declarations() -> None:
