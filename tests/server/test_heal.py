@@ -31,7 +31,10 @@ from server.heal import (
 STUBBORN = (
     "import signal, subprocess, sys, time\n"
     "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
-    "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(120)'])\n"
+    # the child's interpreter is up (its fault handler armed) before its PID is printed; its
+    # stack goes to the engine's stdout, so the two dumps never interleave
+    "child = subprocess.Popen([sys.executable, '-c', 'import time; print(0, flush=True); time.sleep(120)'], "
+    "stdout=subprocess.PIPE, stderr=1); child.stdout.readline()\n"
     "print(child.pid, flush=True)\n"
     "time.sleep(120)\n"
 )
@@ -133,8 +136,10 @@ def test_an_engine_that_ignores_sigterm_writes_its_stacks_on_sigabrt() -> None:
         assert escalated == [("SIGABRT", 5.0 + KILL_GRACE_S)]
         assert proc.wait(5) == -6
         stderr = proc.stderr.read()  # type: ignore[union-attr]
-        # Both the engine (in its sleep, line 5) and its child wrote their stacks.
-        assert stderr.count("Fatal Python error: Aborted") == 2 and 'File "<string>", line 5' in stderr
+        stdout = proc.stdout.read()  # type: ignore[union-attr]
+        # Both the engine (in its sleep, line 5) and its child (line 1) wrote their stacks.
+        assert stderr.count("Fatal Python error: Aborted") == 1 and 'File "<string>", line 5' in stderr
+        assert stdout.count("Fatal Python error: Aborted") == 1 and 'File "<string>", line 1' in stdout
         deadline = time.monotonic() + 10  # the child's own stack dump may still be ending under load
         while psutil.pid_exists(child) and psutil.Process(child).status() != psutil.STATUS_ZOMBIE:
             assert time.monotonic() < deadline, "the engine's child outlived the heal"
@@ -156,7 +161,12 @@ def test_an_engine_deaf_to_sigabrt_is_killed_with_its_children() -> None:
 
 
 def test_the_healer_signals_once_per_start_and_keeps_its_record(tmp_path: Path) -> None:
-    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    argv = [sys.executable, "-c", "import time; time.sleep(60)"]
+    proc = subprocess.Popen(argv)
+    deadline = time.monotonic() + 30
+    while psutil.Process(proc.pid).cmdline() != argv:  # until the child has exec'd: the launcher's record
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
     state = {
         "phase": "starting",
         "start_id": "s1",
