@@ -16,12 +16,12 @@ lint: $(STAMP)
 	$(BIN)/ruff check entrypoint server tests benchmarks
 	$(BIN)/mypy
 
-# Two workers (one per core on CI); each test module runs on one worker unless it is
-# split in tests/conftest.py. PYTEST_WORKERS=0 runs everything in this process.
+# Two workers (one per core on CI); each test module runs on one worker, the longest
+# first (tests/conftest.py). PYTEST_WORKERS=0 runs everything in this process.
 PYTEST_WORKERS ?= 2
 
 pytest: $(STAMP)
-	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadgroup
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 venv: $(STAMP)
 

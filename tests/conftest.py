@@ -79,29 +79,25 @@ def checkpoint_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cal
     yield make
 
 
-# Modules whose tests share nothing costly run test by test on any worker; every other
-# module runs on one worker (its module-scoped engine, Hub or Docker stack is set up once).
-SPLIT = frozenset({"tests/test_engine.py", "tests/test_cli_errors.py", "tests/plan/test_options.py"})
-# The longest groups first, so that no worker is left with one at the end.
+# Each test module runs on one worker (`--dist loadfile`: its module-scoped engine, Hub
+# or Docker stack is set up once), each worker starting with two modules and taking the
+# next one free. The longest first (`--no-loadscope-reorder` keeps this order), the image
+# tests' worker getting a short one after them, so that no worker is left with a long
+# module at the end.
 FIRST = (
     "tests/test_stack.py",
-    "tests/test_sidecar.py",
-    "tests/test_engine.py",
+    "tests/test_engine_derived.py",
+    "tests/test_engine_download.py",
     "tests/cluster/test_two_hosts.py",
+    "tests/test_engine.py",
+    "tests/test_sidecar.py",
     "tests/bench/test_bench_engine.py",
     "tests/test_container.py",
-    "tests/test_engine_download.py",
-    "tests/test_long_prefill.py",
     "tests/test_heal_engine.py",
+    "tests/test_long_prefill.py",
 )
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    def module(item: pytest.Item) -> str:
-        return item.nodeid.split("::", 1)[0]
-
-    for item in items:
-        if module(item) not in SPLIT:
-            item.add_marker(pytest.mark.xdist_group(module(item)))
     rank = {name: i for i, name in enumerate(FIRST)}
-    items.sort(key=lambda item: rank.get(module(item), len(FIRST)))
+    items.sort(key=lambda item: rank.get(item.nodeid.split("::", 1)[0], len(FIRST)))

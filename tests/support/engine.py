@@ -19,8 +19,10 @@ from pathlib import Path
 from typing import Any
 
 # The CPU build of vLLM is started as a module: its console script fails on
-# package metadata.
-CPU_ENGINE = f"{sys.executable} -m vllm.entrypoints.openai.api_server --model {{model}}"
+# package metadata. STAND-IN difference: --enforce-eager, so that no start pays for
+# torch.compile of a model shape seen for the first time (30-50 s of the two cores each);
+# what spark-serve plans and the engine serves is the same, only vLLM's compilation is not run.
+CPU_ENGINE = f"{sys.executable} -m vllm.entrypoints.openai.api_server --enforce-eager --model {{model}}"
 # No VLLM_CPU_KVCACHE_SPACE: it would override the planner's --kv-cache-memory-bytes.
 CPU_ENGINE_ENV = {
     "VLLM_CPU_OMP_THREADS_BIND": "nobind",

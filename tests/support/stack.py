@@ -33,7 +33,8 @@ from tests.support.sidecar import get
 OVERRIDE = REPO / "tests" / "stack" / "cpu.override.yml"
 IMAGE = "spark-serve-test/spark-serve:cpu-standin"
 TINY_REPO = "spark-test/tiny-llama"
-CPU_ENGINE = "python3 -m vllm.entrypoints.openai.api_server --model {model}"
+# As tests/support/engine.py: eager, so no container start compiles (a stand-in difference).
+CPU_ENGINE = "python3 -m vllm.entrypoints.openai.api_server --enforce-eager --model {model}"
 
 
 def prometheus_standin(docker: Docker, base: str) -> str:
