@@ -28,6 +28,10 @@ def _add_option_flags(parser: argparse.ArgumentParser, options: tuple[Option, ..
             parser.add_argument(option.flag, dest=option.name, metavar="VALUE", help=option.help + env)
 
 
+def _named(*names: str) -> tuple[Option, ...]:
+    return tuple(BY_NAME[name] for name in names)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="spark-serve", description="Serve NVFP4 LLMs with vLLM on DGX Spark."
@@ -35,24 +39,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"spark-serve {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     profiles = sub.add_parser("profiles", help="list profiles, variants, repos and hardware needs")
-    profiles.add_argument(
-        "--profiles-dir", dest="profiles_dir", metavar="VALUE", help="profile directories [env PROFILES_DIR]"
-    )
-    profiles.add_argument(
-        "--hardware", dest="hardware", metavar="VALUE", help="mark fit for this hardware [env HARDWARE]"
-    )
+    _add_option_flags(profiles, _named("profiles_dir", "hardware"))
     profiles_sub = profiles.add_subparsers(dest="profiles_command", metavar="SUBCOMMAND")
     derive = profiles_sub.add_parser(
         "derive", help="print a profile derived from a checkpoint (Hub repo id or path) as YAML to pin"
     )
     derive.add_argument("model", metavar="MODEL", help="Hub repo id (owner/name) or local checkpoint path")
     derive.add_argument("--name", metavar="NAME", help="the profile's name (default: from MODEL)")
-    derive.add_argument(
-        "--revision", dest="revision", metavar="VALUE", help="Hub revision [env MODEL_REVISION]"
-    )
-    derive.add_argument(
-        "--hardware", dest="hardware", metavar="VALUE", help="derive for this hardware [env HARDWARE]"
-    )
+    _add_option_flags(derive, _named("revision", "hardware"))
     plan = sub.add_parser("plan", help="show every resolved setting, the argv and the environment")
     _add_option_flags(plan)
     plan.add_argument("--json", action="store_true", help="print JSON (same as --format json)")
@@ -66,9 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--release", default="spark-serve", metavar="NAME", help="helm-values: the Helm release name"
     )
     check = sub.add_parser("check", help="validate every profile × variant against the installed vLLM")
-    check.add_argument(
-        "--profiles-dir", dest="profiles_dir", metavar="VALUE", help="profile directories [env PROFILES_DIR]"
-    )
+    _add_option_flags(check, _named("profiles_dir"))
     download = sub.add_parser("download", help="download and verify the checkpoint into HF_HOME, then stop")
     _add_option_flags(download)
     launch = sub.add_parser("launch", help="resolve, download/verify the checkpoint and exec vLLM")
@@ -85,12 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     reset = sub.add_parser(
         "reset", help="forget failed engine starts and wake a halted launcher (restart back-off)"
     )
-    reset.add_argument(
-        "--state-dir",
-        dest="state_dir",
-        metavar="VALUE",
-        help="the launcher's state directory [env STATE_DIR]",
-    )
+    _add_option_flags(reset, _named("state_dir"))
     _add_bench(sub)
     from server.settings import SIDECAR_OPTIONS
 
