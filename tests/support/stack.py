@@ -33,8 +33,8 @@ from tests.support.sidecar import get
 OVERRIDE = REPO / "tests" / "stack" / "cpu.override.yml"
 IMAGE = "spark-serve-test/spark-serve:cpu-standin"
 TINY_REPO = "spark-test/tiny-llama"
-# As tests/support/engine.py: eager, so no container start compiles (a stand-in difference).
-CPU_ENGINE = "python3 -m vllm.entrypoints.openai.api_server --enforce-eager --model {model}"
+# Not eager (unlike tests/support/engine.py): the stack tests show torch.compile's cache on its volume.
+CPU_ENGINE = "python3 -m vllm.entrypoints.openai.api_server --model {model}"
 
 
 def prometheus_standin(docker: Docker, base: str) -> str:
