@@ -7,115 +7,18 @@ import json
 import os
 import sys
 from collections.abc import Mapping, Sequence
-from typing import Any
 
 from . import __version__
 from .caches import check_writable
 from .cluster.plan import is_cluster
 from .errors import ExitCode, HardwareUnsupportedError, SettingError, SparkServeError
+from .parser import build_parser
 from .plan.hardware import Device, HardwareTable
-from .plan.options import BY_NAME, OPTIONS, Option, option_value
+from .plan.options import BY_NAME, option_value
 from .plan.profile import Catalog
 from .plan.resolve import resolve
 from .secrets import with_file_secrets
 from .show.plan import plan_document, print_plan
-
-
-def _add_option_flags(parser: argparse.ArgumentParser, options: tuple[Option, ...] = OPTIONS) -> None:
-    for option in options:
-        if option.flag:
-            env = f" [env {option.env}]" if option.env else ""
-            parser.add_argument(option.flag, dest=option.name, metavar="VALUE", help=option.help + env)
-
-
-def _named(*names: str) -> tuple[Option, ...]:
-    return tuple(BY_NAME[name] for name in names)
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="spark-serve", description="Serve NVFP4 LLMs with vLLM on DGX Spark."
-    )
-    parser.add_argument("--version", action="version", version=f"spark-serve {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    profiles = sub.add_parser("profiles", help="list profiles, variants, repos and hardware needs")
-    _add_option_flags(profiles, _named("profiles_dir", "hardware"))
-    profiles_sub = profiles.add_subparsers(dest="profiles_command", metavar="SUBCOMMAND")
-    derive = profiles_sub.add_parser(
-        "derive", help="print a profile derived from a checkpoint (Hub repo id or path) as YAML to pin"
-    )
-    derive.add_argument("model", metavar="MODEL", help="Hub repo id (owner/name) or local checkpoint path")
-    derive.add_argument("--name", metavar="NAME", help="the profile's name (default: from MODEL)")
-    _add_option_flags(derive, _named("revision", "hardware"))
-    plan = sub.add_parser("plan", help="show every resolved setting, the argv and the environment")
-    _add_option_flags(plan)
-    plan.add_argument("--json", action="store_true", help="print JSON (same as --format json)")
-    plan.add_argument(
-        "--format",
-        choices=("text", "json", "helm-values"),
-        default="text",
-        help="text, json, or values for vLLM's production-stack Helm chart (deploy/kubernetes)",
-    )
-    plan.add_argument(
-        "--release", default="spark-serve", metavar="NAME", help="helm-values: the Helm release name"
-    )
-    check = sub.add_parser("check", help="validate every profile × variant against the installed vLLM")
-    _add_option_flags(check, _named("profiles_dir"))
-    download = sub.add_parser("download", help="download and verify the checkpoint into HF_HOME, then stop")
-    _add_option_flags(download)
-    launch = sub.add_parser("launch", help="resolve, download/verify the checkpoint and exec vLLM")
-    _add_option_flags(launch)
-    worker = sub.add_parser(
-        "worker", help="on another Spark: download/verify the same checkpoint and join CLUSTER_HEAD's Ray"
-    )
-    _add_option_flags(worker)
-    doctor = sub.add_parser(
-        "doctor", help="report GPU, memory, disk, Hub, versions, caches, ports and the plan, with fixes"
-    )
-    _add_option_flags(doctor)
-    doctor.add_argument("--json", action="store_true", help="print JSON")
-    reset = sub.add_parser(
-        "reset", help="forget failed engine starts and wake a halted launcher (restart back-off)"
-    )
-    _add_option_flags(reset, _named("state_dir"))
-    _add_bench(sub)
-    from server.settings import SIDECAR_OPTIONS
-
-    token = sub.add_parser(
-        "cluster-token", help="make a new Ray token for a cluster: into PATH (mode 0600), else on stdout"
-    )
-    token.add_argument("path", nargs="?", metavar="PATH", help="file to create (never overwritten)")
-    sidecar = sub.add_parser("sidecar", help="liveness, readiness, status and metrics for ops (port 8001)")
-    _add_option_flags(sidecar, SIDECAR_OPTIONS)
-    return parser
-
-
-def _add_bench(sub: Any) -> None:
-    bench = sub.add_parser(
-        "bench",
-        help="the cards' benchmark tables against the running stack (llama-benchy), with power and ceiling",
-    )
-    bench.add_argument(
-        "--url", metavar="URL", help="the stack's OpenAI endpoint (default http://127.0.0.1:$PORT)"
-    )
-    bench.add_argument(
-        "--sidecar-url", metavar="URL", help="the sidecar (default http://127.0.0.1:$SIDECAR_PORT)"
-    )
-    bench.add_argument(
-        "--api-key-file",
-        metavar="PATH",
-        help="a file holding the stack's API key [env API_KEY, API_KEY_FILE]",
-    )
-    bench.add_argument("--model", metavar="NAME", help="served model name (default: the one served)")
-    bench.add_argument("--tokenizer", metavar="PATH", help="local tokenizer (default: the served snapshot)")
-    bench.add_argument("--out", metavar="DIR", help="results folder (default ~/spark-serve-bench/<time>)")
-    for flag, default in (("--pp", "512 2048"), ("--tg", "128"), ("--depth", "0 4096 8192 16384")):
-        bench.add_argument(flag, type=int, nargs="+", metavar="N", help=f"tokens (default {default})")
-    bench.add_argument("--concurrency", type=int, nargs="+", metavar="N", help="levels (default 1 2 4 8)")
-    bench.add_argument("--runs", type=int, metavar="N", help="runs per row (default 3)")
-    bench.add_argument("--sample-interval", type=float, metavar="S", help="seconds between samples (1)")
-    bench.add_argument("--compare", metavar="RESULT.json", help="a previous results.json to set beside")
-    bench.add_argument("benchy_args", nargs=argparse.REMAINDER, help="after --: more llama-benchy flags")
 
 
 def _fits(catalog: Catalog, name: str, variant: str | None, device: Device, table: HardwareTable) -> str:
@@ -368,7 +271,8 @@ COMMANDS = {
 
 
 def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    words = sys.argv[1:] if argv is None else list(argv)
+    args = build_parser(words[0] if words else None).parse_args(words)
     try:
         env = with_file_secrets(os.environ if environ is None else environ)
         return int(COMMANDS[args.command](env, args))

@@ -15,7 +15,7 @@ LAYERS: tuple[frozenset[str], ...] = (
     frozenset({"entrypoint.hub", "entrypoint.engine", "entrypoint.cluster"}),
     frozenset({"entrypoint.inputs"}),
     frozenset({"entrypoint.launch", "entrypoint.show", "entrypoint.doctor", "entrypoint.bench", "server"}),
-    frozenset({"entrypoint.cli", "entrypoint.__main__"}),
+    frozenset({"entrypoint.cli", "entrypoint.parser", "entrypoint.__main__"}),
 )
 # What the sidecar may use of the launcher: the shared modules, the option declarations,
 # the redaction of secrets and the device readings.

@@ -12,10 +12,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from ..errors import ClusterInterfaceError
 from ..plan.resolve import Plan, Setting
-from .net import Interface, choose_interface, twin_devices
+
+if TYPE_CHECKING:  # the interface reading (sockets) is imported by the commands that plan a cluster
+    from .net import Interface
 
 HEAD, WORKER = "head", "worker"
 # Ray's ports, each pinned to an offset from CLUSTER_PORT (the GCS) so that one
@@ -112,6 +115,8 @@ def plan_cluster(
     unified_memory: bool,
 ) -> ClusterPlan:
     """The cluster side of ``plan`` for a node in ``role``; raises ClusterInterfaceError."""
+    from .net import choose_interface, twin_devices
+
     head = str(plan.value("cluster_head") or "")
     nodes = int(plan.value("cluster_nodes"))
     if not head and (role == WORKER or not plan.value("cluster_interface")):

@@ -8,7 +8,6 @@ of the typed errors in :mod:`entrypoint.errors`.
 from __future__ import annotations
 
 import errno
-import shutil
 import sys
 import time
 from collections.abc import Callable
@@ -66,6 +65,8 @@ def classify(err: BaseException, req: DownloadRequest) -> BaseException:
     if isinstance(err, (httpx2.TransportError, httpx2.TimeoutException)):
         return _Transient(type(err).__name__)
     if isinstance(err, OSError) and err.errno == errno.ENOSPC:
+        import shutil
+
         return DiskFullError(str(hub_cache()), None, shutil.disk_usage(existing_parent(hub_cache())).free)
     if isinstance(err, OSError) and "Consistency check failed" in str(err):
         return _Transient("truncated body")

@@ -13,7 +13,6 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-import shutil
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -100,6 +99,8 @@ def adopt_blob(repo: str, part: Path, sha256: str) -> Path:
     blob = repo_cache_dir(repo) / "blobs" / sha256
     blob.parent.mkdir(parents=True, exist_ok=True)
     os.chmod(part, 0o644)
+    import shutil  # not at import: a plan reads the store, never moves in it
+
     shutil.move(str(part), blob)  # a rename on the same volume
     return blob
 

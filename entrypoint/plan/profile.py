@@ -17,6 +17,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from ..errors import ProfileInvalidError, ProfileSyntaxError, UnknownProfileError, UnknownVariantError
+from .tables import load_yaml
 
 QuantFormat = Literal[
     "modelopt-nvfp4",  # ModelOpt NVFP4, W4A4
@@ -28,6 +29,10 @@ QuantFormat = Literal[
 ]
 KvCacheDtype = Literal["auto", "bfloat16", "float16", "fp8", "fp8_e4m3", "fp8_e5m2"]
 Dtype = Literal["auto", "bfloat16", "float16", "half", "float", "float32"]
+# A Hub repo id: owner and name of at most 96 ASCII word characters, dots or dashes
+# each (the Hub's own limit). ASCII, as the Hub's names are: a Unicode class with
+# bounded repeats costs pydantic's regex engine ~60 ms to build on every start.
+REPO_ID_PATTERN = r"^[A-Za-z0-9_.-]{1,96}/[A-Za-z0-9_.-]{1,96}$"
 # Ranges far beyond any real model, so a typo (an extra digit, 1e20) is refused by name.
 Tokens = Annotated[int, Field(gt=0, le=2**24)]  # 16,777,216 tokens
 
@@ -96,7 +101,7 @@ class Variant(_Strict):
 
 class Profile(_Strict):
     description: str = ""
-    repo: Annotated[str, Field(pattern=r"^[\w.-]{1,96}/[\w.-]{1,96}$")]
+    repo: Annotated[str, Field(pattern=REPO_ID_PATTERN)]
     revision: str = "main"
     served_model_name: Annotated[str, Field(min_length=1)]
     quantization: QuantFormat
@@ -166,7 +171,7 @@ def parse_profile(path: Path) -> Profile:
     except UnicodeDecodeError as err:
         raise ProfileSyntaxError(str(path), f"not UTF-8 text (byte {err.start})") from err
     try:
-        data = yaml.safe_load(text)
+        data = load_yaml(text)
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f"line {mark.line + 1}: " if mark is not None else ""

@@ -22,13 +22,12 @@ from ..errors import (
 from .hardware import Device, HardwareTable
 from .memory import vllm_default_batching
 from .options import BY_NAME, OPTIONS, parse_option, read_raw
-from .profile import Catalog, LoadedProfile, VllmOptions, check_variant, suggest
+from .profile import REPO_ID_PATTERN, Catalog, LoadedProfile, VllmOptions, check_variant, suggest
 
 DEFAULT_PROFILE = "qwen3-4b-nvfp4"
 ENGINE_FIELDS: tuple[str, ...] = tuple(n for n in VllmOptions.model_fields if n != "extra_args")
 BACKEND_FIELDS = ("linear_backend", "moe_backend")
-# The Hub's own limit: owner and name of at most 96 characters each.
-_REPO_RE = re.compile(r"^[\w.-]{1,96}/[\w.-]{1,96}$")
+_REPO_RE = re.compile(REPO_ID_PATTERN)
 
 
 def builtin_defaults(env: Mapping[str, str]) -> dict[str, Any]:
