@@ -154,7 +154,7 @@ def gb10(tmp_path: Path, available_gib: int, free_gib: int, cuda: int = 13000) -
 def test_gb10_with_room_but_little_free_memory_advises_dropping_caches(tmp_path: Path) -> None:
     lines = gb10(tmp_path, available_gib=100, free_gib=2)
     assert lines["gpu"].status == "ok" and "NVIDIA GB10, SM 12.1" in lines["gpu"].detail
-    assert lines["hardware"].detail.startswith("gb10: 128.0 GB unified")
+    assert lines["hardware"].detail.startswith("gb10: 130.7 GB unified")
     cache = lines["page cache"]
     assert cache.status == "warn" and DROP_CACHES in cache.fix and "MemFree 2.1 GB" in cache.detail
     # a GPU is here, so a CPU torch and a missing FlashInfer are blocking

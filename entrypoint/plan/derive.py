@@ -141,6 +141,7 @@ def _memory_inputs(
         max_num_batched_tokens=vllm.get("max_num_batched_tokens") or tokens,
         language_model_only=False,
         mtp=False,
+        prefix_caching=vllm.get("enable_prefix_caching") is not False,
         utilization=None,
         utilization_is_users=False,
         kv_cache_memory_bytes=None,

@@ -33,7 +33,7 @@ from ..meta import WeightSizes
 from .hardware import GB, Device
 from .shape import ModelShape
 
-VLLM_DEFAULT_UTILIZATION = 0.9
+VLLM_DEFAULT_UTILIZATION = 0.92  # vllm/config/cache.py CacheConfig.gpu_memory_utilization
 
 
 def vllm_default_batching(device: Device) -> tuple[int, int]:
@@ -60,6 +60,8 @@ class MemoryInputs:
     utilization_is_users: bool  # set through the environment or a flag
     kv_cache_memory_bytes: int | None  # set explicitly
     reserve_bytes: int
+    num_speculative_tokens: int = 0  # the MTP draft's tokens per step (with mtp)
+    prefix_caching: bool = True  # vLLM's default; for linear attention it selects "align" mode
     nodes: int = 1  # Sparks the engine spans (CLUSTER_NODES): each holds 1/nodes of weights and KV
     parallel: str = "tensor"  # tensor: the nodes read their shares at once; pipeline: one after another
 
@@ -99,13 +101,66 @@ def kv_bytes(kv_cache_dtype: str | None, shape: ModelShape) -> int:
     return 1 if (kv_cache_dtype or "auto").startswith("fp8") else shape.dtype_bytes
 
 
+# vLLM 0.32's paging on CUDA (read from its source): the attention backends'
+# kernel block is a multiple of 16 tokens (128 for MLA beside linear attention);
+# a sliding-window layer holds its window plus what two in-flight batches add.
+BLOCK_TOKENS = 16
+MLA_HYBRID_BLOCK_TOKENS = 128
+IN_FLIGHT_BATCHES = 2
+
+
+def _cdiv(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+@dataclass(frozen=True)
+class Paging:
+    """How vLLM pages one sequence's cache: the attention block in tokens and, for
+    linear-attention layers, one state block (padded to the attention page) and how
+    many each sequence holds."""
+
+    block_tokens: int
+    state_page_bytes: int
+    state_blocks: int
+
+
+def paging(
+    shape: ModelShape, kv_per_layer_token: int, speculative_tokens: int, prefix_caching: bool
+) -> Paging:
+    """vLLM's hybrid page unification (``Platform._align_hybrid_block_size``): the
+    attention block grows in kernel-block steps until its page holds one linear
+    layer's state, which is then padded to that page. With prefix caching, vLLM's
+    "align" mode keeps 2 state blocks per layer and sequence, else 1; MTP adds one
+    per speculative token (``MambaSpec.max_memory_usage_bytes``)."""
+    if not shape.linear_layers:
+        return Paging(BLOCK_TOKENS, 0, 0)
+    state = shape.linear_state_bytes(speculative_tokens)
+    step = MLA_HYBRID_BLOCK_TOKENS if shape.mla_dim else BLOCK_TOKENS
+    block = BLOCK_TOKENS
+    if kv_per_layer_token and shape.full_attention_layers:
+        block = max(block, step * _cdiv(state, step * kv_per_layer_token))
+        state = max(state, block * kv_per_layer_token)
+    return Paging(block, state, (2 if prefix_caching else 1) + speculative_tokens)
+
+
 def per_token_and_sequence(shape: ModelShape, inputs: MemoryInputs, kv_dtype: str | None) -> tuple[int, int]:
-    """(KV bytes per token, fixed bytes per sequence) for this model and settings."""
+    """(KV bytes per token, fixed bytes per sequence at ``max_model_len``), as vLLM
+    0.32's KV cache specs size them: full-attention layers (and the MTP draft's)
+    hold every token in whole blocks, sliding-window layers their window plus the
+    in-flight tokens, linear-attention layers their state blocks. The rounding of
+    ``max_model_len`` up to whole blocks is part of the fixed bytes."""
     per_layer = shape.attention_bytes_per_token(kv_bytes(kv_dtype, shape))
+    spec = inputs.num_speculative_tokens if inputs.mtp else 0
+    pages = paging(shape, per_layer, spec, inputs.prefix_caching)
+    block, length = pages.block_tokens, inputs.max_model_len
     layers = shape.full_attention_layers + (shape.mtp_layers if inputs.mtp else 0)
-    window = min(shape.sliding_window or inputs.max_model_len, inputs.max_model_len)
-    per_sequence = shape.sliding_layers * window * per_layer
-    per_sequence += shape.linear_layers * shape.linear_state_bytes(shape.dtype_bytes)
+    rounding = (_cdiv(length, block) * block - length) * layers * per_layer
+    per_sequence = rounding + shape.linear_layers * pages.state_blocks * pages.state_page_bytes
+    if shape.sliding_layers:
+        held = min(
+            (shape.sliding_window or length) - 1 + IN_FLIGHT_BATCHES * inputs.max_num_batched_tokens, length
+        )
+        per_sequence += shape.sliding_layers * (_cdiv(held, block) + 1) * block * per_layer
     return layers * per_layer, per_sequence
 
 
@@ -179,6 +234,8 @@ def plan_memory(device: Device, inputs: MemoryInputs) -> MemoryPlan:
     nodes = max(inputs.nodes, 1)
     weights_bytes = _per_node(weights_bytes, nodes)
     per_token, per_seq = _per_node(whole_token, nodes), _per_node(whole_seq, nodes)
+    if shape.mla_dim:  # vLLM copies MLA's latent KV to every tensor-parallel rank
+        per_token, per_seq = whole_token, whole_seq
     tensor = inputs.parallel == "tensor"
     ceiling_nodes, ceiling_kv = (nodes, per_token) if tensor else (1, whole_token)
     extra = allowance(shape, device, inputs.max_num_seqs, inputs.max_num_batched_tokens)

@@ -54,6 +54,7 @@ class ModelShape:
     mtp_layers: int
     dtype_bytes: int
     max_position_embeddings: int | None
+    ssm_dtype_bytes: int = 0  # the recurrent state's element size (0: the model dtype's)
 
     def attention_bytes_per_token(self, kv_bytes: int) -> int:
         """KV bytes one token takes in one full-attention layer."""
@@ -61,10 +62,12 @@ class ModelShape:
             return self.mla_dim * kv_bytes
         return 2 * self.kv_heads * self.head_dim * kv_bytes
 
-    def linear_state_bytes(self, state_bytes: int) -> int:
-        """Per-sequence state of one linear-attention layer (conv + recurrent)."""
-        conv = self.linear_conv_dim * max(self.linear_conv_kernel - 1, 0)
-        return (conv + self.linear_state) * state_bytes
+    def linear_state_bytes(self, speculative_tokens: int = 0) -> int:
+        """One state block of one linear-attention layer: the conv state (kernel − 1
+        tokens, plus one per speculative token) in the model dtype and the recurrent
+        state in its own dtype, as vLLM's Gated DeltaNet state calculators shape them."""
+        conv = self.linear_conv_dim * max(self.linear_conv_kernel - 1 + speculative_tokens, 0)
+        return conv * self.dtype_bytes + self.linear_state * (self.ssm_dtype_bytes or self.dtype_bytes)
 
 
 def model_shape(config: Mapping[str, Any]) -> ModelShape:
@@ -87,6 +90,9 @@ def model_shape(config: Mapping[str, Any]) -> ModelShape:
     k_heads, v_heads = _int(both, "linear_num_key_heads"), _int(both, "linear_num_value_heads")
     k_dim, v_dim = _int(both, "linear_key_head_dim"), _int(both, "linear_value_head_dim")
     dtype = str(text.get("torch_dtype") or text.get("dtype") or config.get("torch_dtype") or "bfloat16")
+    # vLLM keeps the recurrent state in the config's mamba_ssm_dtype (Qwen3.5's
+    # config rule, vllm/model_executor/models/config.py), else in the model dtype.
+    ssm_dtype = text.get("mamba_ssm_dtype") or config.get("mamba_ssm_dtype")
     max_pos = both.get("max_position_embeddings")
     return ModelShape(
         hidden_size=hidden,
@@ -109,6 +115,7 @@ def model_shape(config: Mapping[str, Any]) -> ModelShape:
         mtp_layers=_int(both, "mtp_num_hidden_layers", "num_nextn_predict_layers"),
         dtype_bytes=_DTYPE_BYTES.get(dtype, 2),
         max_position_embeddings=max_pos if isinstance(max_pos, int) else None,
+        ssm_dtype_bytes=_DTYPE_BYTES.get(str(ssm_dtype), 0) if ssm_dtype else 0,
     )
 
 

@@ -49,6 +49,8 @@ def memory_inputs(plan: Plan, device: Device, config: dict[str, Any], weights: W
         max_num_batched_tokens=plan.value("max_num_batched_tokens") or tokens,
         language_model_only=bool(plan.value("language_model_only")),
         mtp=spec.get("method") == "mtp",
+        num_speculative_tokens=int(spec.get("num_speculative_tokens") or 0),
+        prefix_caching=plan.value("enable_prefix_caching") is not False,
         utilization=util,
         utilization_is_users=users,
         kv_cache_memory_bytes=plan.value("kv_cache_memory_bytes"),

@@ -120,7 +120,7 @@ def test_llama_dense_kv_per_token_is_every_layer() -> None:
 def test_qwen3_dense_on_a_spark_takes_the_unified_budget_less_the_reserve() -> None:
     weights = WeightSizes(int(2.9 * GB))
     plan = plan_memory(GB10, inputs(qwen3_4b(), weights, max_num_seqs=64))
-    total = 128 * GB
+    total = int(130.66 * GB)  # a Spark's MemTotal (configs/hardware.yaml)
     assert plan.device_bytes == total and plan.reserve_bytes == 8 * GIB
     assert plan.budget_bytes == total - 8 * GIB
     assert plan.kv_bytes_per_token == 36 * 2 * 8 * 128 * 1  # fp8: 73,728 B
@@ -140,7 +140,7 @@ def test_qwen3_dense_on_a_spark_takes_the_unified_budget_less_the_reserve() -> N
 
 def test_the_profiles_share_caps_the_budget_and_kv_stops_at_what_sequences_use() -> None:
     plan = plan_memory(GB10, inputs(qwen3_4b(), WeightSizes(int(2.9 * GB)), utilization=0.3, max_num_seqs=4))
-    assert plan.budget_bytes == int(0.3 * 128 * GB)
+    assert plan.budget_bytes == int(0.3 * 130.66 * GB)
     assert plan.kv_cache_bytes == 4 * 32768 * 73728  # 4 sequences at full length, not the whole budget
 
 
@@ -152,11 +152,29 @@ def test_hybrid_with_vision_and_mtp_counts_only_full_attention_and_linear_state(
     plain = plan_memory(GB10, inputs(config, weights))
     # 16 full layers × 2 × 4 heads × 256 × 1 B (fp8)
     assert plain.kv_bytes_per_token == 16 * 2 * 4 * 256 == 32768
-    # per sequence, 48 linear layers × (conv 3 × (2×16×128 + 48×128) + recurrent 48×128×128) × 2 B (bf16)
-    assert plain.state_bytes_per_sequence == 48 * (3 * 10240 + 786432) * 2
+    # One linear layer's state block: conv 3 × (2×16×128 + 48×128) + recurrent 48×128×128, in
+    # bf16. vLLM raises the attention block to 16 × ⌈state ÷ (16 × 2,048 B)⌉ = 800 tokens, pads the
+    # state to that page, and with prefix caching ("align") keeps 2 blocks per layer and sequence;
+    # 32,768 tokens take 41 whole blocks of 800, 32 tokens more.
+    state = (3 * 10240 + 786432) * 2
+    block = 16 * -(-state // (16 * 2048))
+    assert block == 800
+    assert plain.state_bytes_per_sequence == 48 * 2 * block * 2048 + 32 * 16 * 2048
+    no_prefix = plan_memory(GB10, inputs(config, weights, prefix_caching=False))
+    assert no_prefix.state_bytes_per_sequence == 48 * 1 * block * 2048 + 32 * 16 * 2048
+    fp32 = plan_memory(GB10, inputs(config | {"mamba_ssm_dtype": "float32"}, weights))
+    wide = 3 * 10240 * 2 + 786432 * 4  # the recurrent state in float32, the conv state in bf16
+    wide_block = 16 * -(-wide // (16 * 2048))
+    rounding = (-(-32768 // wide_block) * wide_block - 32768) * 16 * 2048
+    assert fp32.state_bytes_per_sequence == 48 * 2 * wide_block * 2048 + rounding
     assert plain.weights_bytes == int(18 * GB) - int(0.4 * GB)  # MTP layers are not loaded without MTP
-    mtp = plan_memory(GB10, inputs(config, weights, mtp=True))
+    mtp = plan_memory(GB10, inputs(config, weights, mtp=True, num_speculative_tokens=2))
     assert mtp.kv_bytes_per_token == (16 + 1) * 2 * 4 * 256  # the draft layer holds KV too
+    # MTP widens the conv state by one token per speculative token and adds as many state blocks
+    spec_state = (5 * 10240 + 786432) * 2
+    spec_block = 16 * -(-spec_state // (16 * 2048))
+    rounding = (-(-32768 // spec_block) * spec_block - 32768) * 17 * 2048
+    assert mtp.state_bytes_per_sequence == 48 * (2 + 2) * spec_block * 2048 + rounding
     assert mtp.weights_bytes == int(18 * GB)
     text_only = plan_memory(GB10, inputs(config, weights, language_model_only=True))
     assert text_only.weights_bytes == int(18 * GB) - int(0.9 * GB) - int(0.4 * GB)
@@ -185,7 +203,7 @@ def test_a_users_utilization_wins_on_unified_memory() -> None:
     plan = plan_memory(
         GB10, inputs(qwen3_4b(), WeightSizes(3 * GB), utilization=0.5, utilization_is_users=True)
     )
-    assert plan.budget_bytes == int(0.5 * 128 * GB) and not plan.explicit_kv
+    assert plan.budget_bytes == int(0.5 * 130.66 * GB) and not plan.explicit_kv
 
 
 def test_what_does_not_fit_gets_suggestions_that_would() -> None:

@@ -107,6 +107,6 @@ def test_start_need_is_vllms_own_start_check_on_a_gpu() -> None:
     gb10 = plan("unified", 128_000_000_000, 20_000_000_000, 30_000_000_000, 7_000_000_000)
     assert start_need_bytes(gb10, 0.45) == 57_600_000_000
     h100 = plan("dedicated", 80_000_000_000, 10, 10, 10)
-    assert start_need_bytes(h100, None) == 72_000_000_000  # vLLM's default 0.9
+    assert start_need_bytes(h100, None) == 73_600_000_000  # vLLM 0.32's default 0.92
     host = plan("host", 16_000_000_000, 1_000, 2_000, 3_000)
     assert start_need_bytes(host, 0.9) == 6_000
