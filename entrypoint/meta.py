@@ -18,6 +18,8 @@ class WeightSizes:
     experts: int = 0  # routed experts of the language model (MoE)
     source: str = ""  # where the figures came from
     named: bool = False  # tensor names were read (vision / MTP / experts split is known)
+    embedding: int = 0  # the language model's input embedding table (decode reads a few rows of it)
+    skipped: int = 0  # stored but not loaded by vLLM: an lm_head tied to the embedding
 
     @property
     def language_model(self) -> int:

@@ -80,6 +80,14 @@ def _acceptance(before: Sample | None, inside: Sequence[Sample]) -> float | None
     return accepted / drafted if drafted > 0 else None
 
 
+def tokens_per_step(memory: dict[str, Any], acceptance: float | None) -> float:
+    """Tokens one decode step yields per sequence: 1, and with MTP one more per draft
+    token times the measured acceptance (unmeasured: the draft is not counted, and a
+    row above its ceiling says so)."""
+    drafts = int(memory.get("speculative_tokens") or 0)
+    return 1.0 + drafts * acceptance if drafts and acceptance is not None else 1.0
+
+
 def measure(row: Row, samples: Sequence[Sample], memory: dict[str, Any] | None) -> Row:
     """The row with what the samples inside its window, and the memory plan, say."""
     values: dict[str, Any] = {}
@@ -107,6 +115,9 @@ def measure(row: Row, samples: Sequence[Sample], memory: dict[str, Any] | None) 
             int(memory.get("kv_bytes_per_token") or 0),
             context,
             row.concurrency,
+            int(memory.get("decode_expert_bytes") or 0),
+            float(memory.get("expert_share") or 0.0),
+            tokens_per_step(memory, values.get("spec_acceptance")),
         )
         if ceiling:
             values["ceiling_tokens_per_s"] = ceiling

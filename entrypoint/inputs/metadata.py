@@ -22,7 +22,7 @@ from ..hub.hubcalls import with_retries
 from ..hub.store import own_dir
 from ..meta import CheckpointMeta, DownloadRequest, WeightSizes
 from ..plan.checkpoint import added_tokens, chat_template_of, read_json
-from ..plan.shape import split_weights
+from ..plan.shape import split_weights, tied_embeddings
 
 __all__ = ["cached_meta", "hub_meta", "local_meta"]
 
@@ -74,7 +74,9 @@ def local_meta(directory: Path) -> CheckpointMeta:
     return CheckpointMeta(
         config,
         read_json(quant, checkpoint) if quant.is_file() else None,
-        split_weights(tensors, layers, source="safetensors headers on disk", total=total),
+        split_weights(
+            tensors, layers, source="safetensors headers on disk", total=total, tied=tied_embeddings(config)
+        ),
         f"local directory {directory}",
         files=tuple(sorted(p.relative_to(directory).as_posix() for p in directory.rglob("*") if p.is_file())),
         chat_template=chat_template_of(
@@ -183,7 +185,11 @@ def hub_meta(req: DownloadRequest) -> CheckpointMeta:
         except (ValueError, struct.error):  # not a readable header (UnicodeDecodeError too): sizes only
             continue
     weights = split_weights(
-        tensors, _layers(config), source="safetensors headers on the Hub", total=sum(f.size for f in shards)
+        tensors,
+        _layers(config),
+        source="safetensors headers on the Hub",
+        total=sum(f.size for f in shards),
+        tied=tied_embeddings(config),
     )
     meta = CheckpointMeta(
         config,

@@ -33,6 +33,7 @@ from ..meta import WeightSizes
 from .hardware import GB, Device
 from .shape import ModelShape
 
+UTILIZATION_STEPS = 10_000  # the plan's utilization is a multiple of 1/10,000
 VLLM_DEFAULT_UTILIZATION = 0.92  # vllm/config/cache.py CacheConfig.gpu_memory_utilization
 
 
@@ -92,6 +93,9 @@ class MemoryPlan:
     weights_source: str
     bandwidth_bytes_per_s: float | None = None
     decode_read_bytes: int = 0  # weight bytes one decode step reads (MoE: the routed share of experts)
+    decode_expert_bytes: int = 0  # the routed experts' bytes (one node's share)
+    expert_share: float = 0.0  # experts per token ÷ experts: one sequence's share
+    speculative_tokens: int = 0  # MTP draft tokens per step
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -191,23 +195,43 @@ def _budget(device: Device, inputs: MemoryInputs) -> tuple[int, str]:
 
 
 def decode_read(shape: ModelShape, weights: WeightSizes) -> int:
-    """Weight bytes one decode step reads: dense weights plus, for MoE, the routed share of experts."""
-    dense = weights.language_model - weights.experts
+    """Weight bytes one decode step reads: the loaded dense weights, less the input
+    embedding table unless the lm_head is tied to it (a step looks up a few of its
+    rows; an untied lm_head is read whole), plus, for MoE, the routed share of experts."""
+    dense = weights.language_model - weights.experts - weights.skipped
+    if not shape.tied_embeddings:
+        dense -= weights.embedding
     routed: float = weights.experts
     if shape.num_experts:
         routed = weights.experts * shape.experts_per_token / shape.num_experts
     return int(dense + routed)
 
 
+def experts_touched(share: float, sequences: int) -> float:
+    """The expected fraction of a layer's experts that ``sequences`` sequences touch in
+    one step, each routing to ``share`` of them: 1 − (1 − share)^sequences."""
+    return 1 - (1 - share) ** max(sequences, 1)
+
+
 def ceiling_at(
-    bandwidth: float | None, read: int, kv_token: int, context: int, sequences: int = 1
+    bandwidth: float | None,
+    read: int,
+    kv_token: int,
+    context: int,
+    sequences: int = 1,
+    experts: int = 0,
+    share: float = 0.0,
+    tokens_per_step: float = 1.0,
 ) -> float | None:
     """Aggregate decode tokens/s ``sequences`` sequences at ``context`` tokens can reach at most:
-    each step reads the weights once and every sequence's KV, and yields one token per sequence."""
-    per_step = read + sequences * kv_token * context
+    each step reads the weights once (``read`` holds one sequence's routed share of the
+    ``experts`` bytes; more sequences touch more of them) and every sequence's KV, and
+    yields ``tokens_per_step`` tokens per sequence (more than one with MTP)."""
+    touched = experts * (experts_touched(share, sequences) - share) if share else 0
+    per_step = read + touched + sequences * kv_token * context
     if bandwidth is None or per_step <= 0:
         return None
-    return round(bandwidth * sequences / per_step, 1)
+    return round(bandwidth * sequences * tokens_per_step / per_step, 1)
 
 
 def _per_node(value: int, nodes: int) -> int:
@@ -228,7 +252,7 @@ def decode_ceiling(
 
 def plan_memory(device: Device, inputs: MemoryInputs) -> MemoryPlan:
     shape, weights = inputs.shape, inputs.weights
-    weights_bytes = weights.total - (weights.vision if inputs.language_model_only else 0)
+    weights_bytes = weights.total - weights.skipped - (weights.vision if inputs.language_model_only else 0)
     weights_bytes -= 0 if inputs.mtp else weights.mtp
     whole_token, whole_seq = per_token_and_sequence(shape, inputs, inputs.kv_cache_dtype)
     nodes = max(inputs.nodes, 1)
@@ -256,10 +280,16 @@ def plan_memory(device: Device, inputs: MemoryInputs) -> MemoryPlan:
         kv_cache = min(room, all_sequences)  # on shared memory, take no more than the sequences can use
     else:
         kv_cache = room
+    # On shared memory utilization only gates vLLM's start check once the KV size is
+    # given (by the plan or by the user): just large enough, to 1/10,000.
+    derive = (explicit or inputs.kv_cache_memory_bytes is not None) and (
+        device.memory != "dedicated" and not inputs.utilization_is_users
+    )
     utilization: float | None = None
-    if explicit and device.total_bytes:
+    if derive and device.total_bytes:
+        share = (weights_bytes + extra + kv_cache) / device.total_bytes
         utilization = min(
-            max(math.ceil((weights_bytes + extra + kv_cache) / device.total_bytes * 100) / 100, 0.01), 1.0
+            max(math.ceil(share * UTILIZATION_STEPS) / UTILIZATION_STEPS, 1 / UTILIZATION_STEPS), 1.0
         )
     return MemoryPlan(
         hardware=device.key,
@@ -288,6 +318,9 @@ def plan_memory(device: Device, inputs: MemoryInputs) -> MemoryPlan:
         weights_source=weights.source,
         bandwidth_bytes_per_s=device.bandwidth_bytes_per_s,
         decode_read_bytes=_per_node(decode_read(shape, weights), ceiling_nodes),
+        decode_expert_bytes=_per_node(weights.experts, ceiling_nodes) if shape.num_experts else 0,
+        expert_share=shape.experts_per_token / shape.num_experts if shape.num_experts else 0.0,
+        speculative_tokens=inputs.num_speculative_tokens if inputs.mtp else 0,
     )
 
 

@@ -75,13 +75,12 @@ def refuse_unless_fits(plan: Plan, device: Device, inputs: MemoryInputs, memory:
 
 def apply_memory(plan: Plan, memory: MemoryPlan) -> Plan:
     """The planner's explicit KV size and start-check utilization, unless the user set them."""
-    if not memory.explicit_kv or memory.kv_cache_bytes <= 0:
-        return plan
     why = f"memory planner: {memory.memory_kind} memory on {memory.hardware}"
-    plan = plan.with_setting(
-        "kv_cache_memory_bytes",
-        Setting(memory.kv_cache_bytes, "plan", f"{why}, KV for {memory.kv_cache_tokens} tokens"),
-    )
+    if memory.explicit_kv and memory.kv_cache_bytes > 0:
+        plan = plan.with_setting(
+            "kv_cache_memory_bytes",
+            Setting(memory.kv_cache_bytes, "plan", f"{why}, KV for {memory.kv_cache_tokens} tokens"),
+        )
     current = plan.settings.get("gpu_memory_utilization")
     if memory.gpu_memory_utilization is not None and (current is None or current.source not in _USERS):
         plan = plan.with_setting(

@@ -43,6 +43,28 @@ def test_a_row_takes_power_and_acceptance_from_its_window_and_the_ceiling_from_t
     assert row.of_ceiling == 40.0 / round(expected, 1)
 
 
+def test_more_sequences_touch_more_experts_and_mtp_yields_more_tokens_per_step() -> None:
+    moe = {**MEMORY, "decode_expert_bytes": 16_000_000_000, "expert_share": 8 / 256, "speculative_tokens": 2}
+    # one sequence reads its 8/256 of the experts (inside decode_read_bytes); two touch 1 − (1 − 8/256)²
+    touched = 16e9 * ((1 - (1 - 8 / 256) ** 2) - 8 / 256)
+    per_step = 3e9 + touched + 2 * 40_000 * 6208
+    assert ceiling_at(273e9, 3_000_000_000, 40_000, 6208, 2, 16_000_000_000, 8 / 256) == round(
+        273e9 * 2 / per_step, 1
+    )
+    samples = [Sample(9.0, 10.0, 40.0, 0.1, 100.0, 200.0), Sample(18.0, 80.0, 70.0, 0.5, 160.0, 280.0)]
+    row = measure(ROW, samples, moe)  # acceptance 60 of 80 drafts: 1 + 2 × 0.75 tokens per step
+    assert row.ceiling_tokens_per_s == round(273e9 * 2 * 2.5 / per_step, 1)
+    unmeasured = measure(ROW, [], moe)  # no acceptance: the draft is not counted
+    assert unmeasured.ceiling_tokens_per_s == round(273e9 * 2 / per_step, 1)
+
+
+def test_a_row_above_its_ceiling_is_labelled() -> None:
+    fast = measure(ROW, [], {**MEMORY, "decode_read_bytes": 200_000_000_000})
+    assert fast.of_ceiling is not None and fast.of_ceiling > 1
+    assert "(above the ceiling)" in markdown([fast], "t", [])
+    assert "(above the ceiling)" not in markdown([measure(ROW, [], MEMORY)], "t", [])
+
+
 def test_without_samples_or_a_bandwidth_the_columns_stay_empty_and_are_left_out() -> None:
     row = measure(ROW, [], {**MEMORY, "bandwidth_bytes_per_s": None})
     assert row.power_watts_mean is None and row.ceiling_tokens_per_s is None

@@ -206,6 +206,19 @@ def test_a_users_utilization_wins_on_unified_memory() -> None:
     assert plan.budget_bytes == int(0.5 * 130.66 * GB) and not plan.explicit_kv
 
 
+def test_a_users_kv_size_without_a_utilization_gets_one_just_large_enough() -> None:
+    kv = 20 * GIB
+    plan = plan_memory(GB10, inputs(qwen3_4b(), WeightSizes(3 * GB), kv_cache_memory_bytes=kv))
+    assert not plan.explicit_kv and plan.kv_cache_bytes == kv  # the user's size is passed as given
+    share = (plan.weights_bytes + kv + plan.allowance_bytes) / plan.device_bytes
+    assert plan.gpu_memory_utilization is not None
+    assert share <= plan.gpu_memory_utilization < share + 1e-4  # to 1/10,000, never below the need
+    assert plan.gpu_memory_utilization == round(plan.gpu_memory_utilization, 4)
+    users = plan_memory(GB10, inputs(qwen3_4b(), WeightSizes(3 * GB), kv_cache_memory_bytes=kv,
+                                     utilization=0.5, utilization_is_users=True))  # fmt: skip
+    assert users.gpu_memory_utilization is None  # the user's own utilization stays
+
+
 def test_what_does_not_fit_gets_suggestions_that_would() -> None:
     config = qwen3_5_27b()
     weights = WeightSizes(int(18 * GB), vision=int(0.9 * GB))
@@ -231,6 +244,26 @@ def test_weights_split_by_tensor_name() -> None:
     split = split_weights(tensors, 61, source="test")
     assert (split.total, split.experts, split.vision, split.mtp) == (192, 100, 20, 12)
     assert split.language_model == 160
+
+
+def test_a_tied_lm_head_is_not_loaded_and_decode_reads_embedding_rows_not_the_table() -> None:
+    tensors = {
+        "model.embed_tokens.weight": 400,
+        "model.layers.0.mlp.down_proj.weight": 100,
+        "lm_head.weight": 400,
+    }
+    tied = split_weights(tensors, 1, source="test", tied=True)
+    assert (tied.total, tied.embedding, tied.skipped) == (900, 400, 400)
+    untied = split_weights(tensors, 1, source="test")
+    assert (untied.embedding, untied.skipped) == (400, 0)
+    tied_config = qwen3_4b() | {"tie_word_embeddings": True}
+    untied_config = qwen3_4b() | {"tie_word_embeddings": False}
+    a = plan_memory(GB10, inputs(tied_config, tied))
+    b = plan_memory(GB10, inputs(untied_config, untied))
+    assert a.weights_bytes == 500 and b.weights_bytes == 900  # vLLM skips a tied lm_head
+    # tied: the lm_head step reads the embedding table whole; untied: the lm_head, and a few rows
+    assert a.decode_read_bytes == 500 and b.decode_read_bytes == 500
+    assert model_shape(tied_config).tied_embeddings and not model_shape(untied_config).tied_embeddings
 
 
 def test_a_cluster_splits_weights_and_kv_per_node_and_tensor_parallel_lifts_the_ceiling() -> None:

@@ -30,10 +30,12 @@ from typing import Any
 import pytest
 
 from entrypoint.meta import WeightSizes
-from entrypoint.plan.memory import MemoryInputs, per_token_and_sequence
+from entrypoint.plan.hardware import load_table, named_device
+from entrypoint.plan.memory import MemoryInputs, plan_memory
 from entrypoint.plan.shape import model_shape
 
 LEN = 32768
+NAMED = named_device(load_table(), "gb10", "test")
 
 
 def llama() -> dict[str, Any]:  # Llama 3.1 8B
@@ -75,6 +77,26 @@ def gpt_oss() -> dict[str, Any]:  # gpt-oss 20B: alternating sliding (128) and f
                              "truncate": False, "original_max_position_embeddings": 4096}}  # fmt: skip
 
 
+def nemotron_h() -> dict[str, Any]:  # Nemotron Nano 9B v2: Mamba-2, attention and MLP layers
+    pattern = "M-M-M-MM-M-M-M*-M-M-M*-M-M-M-M*-M-M-M-M*-M-MM-M-M-M-M-M-"
+    return {"architectures": ["NemotronHForCausalLM"], "model_type": "nemotron_h", "hidden_size": 4480,
+            "num_hidden_layers": len(pattern), "hybrid_override_pattern": pattern,
+            "num_attention_heads": 40, "num_key_value_heads": 8, "head_dim": 128, "mamba_num_heads": 128,
+            "mamba_head_dim": 80, "n_groups": 8, "ssm_state_size": 128, "conv_kernel": 4,
+            "intermediate_size": 15680, "vocab_size": 131072, "max_position_embeddings": 131072,
+            "torch_dtype": "bfloat16"}  # fmt: skip
+
+
+def deepseek_v3() -> dict[str, Any]:  # DeepSeek-V3: multi-head latent attention
+    return {"architectures": ["DeepseekV3ForCausalLM"], "model_type": "deepseek_v3", "hidden_size": 7168,
+            "num_hidden_layers": 61, "num_attention_heads": 128, "num_key_value_heads": 128,
+            "kv_lora_rank": 512, "q_lora_rank": 1536, "qk_rope_head_dim": 64, "qk_nope_head_dim": 128,
+            "v_head_dim": 128, "n_routed_experts": 256, "num_experts_per_tok": 8, "n_shared_experts": 1,
+            "moe_intermediate_size": 2048, "intermediate_size": 18432, "first_k_dense_replace": 3,
+            "n_group": 8, "topk_group": 4, "vocab_size": 129280, "max_position_embeddings": 163840,
+            "torch_dtype": "bfloat16"}  # fmt: skip
+
+
 @dataclass(frozen=True)
 class Case:
     name: str
@@ -82,6 +104,7 @@ class Case:
     kv_cache_dtype: str = "auto"
     prefix_caching: bool = True
     speculative_tokens: int = 0
+    tensor_parallel: int = 1  # Sparks (one GPU each) the engine spans
 
 
 CASES = [
@@ -95,6 +118,12 @@ CASES = [
     Case("qwen3.5-fp32-state", qwen3_5_text()),
     Case("qwen3.5-fp32-state-fp8-mtp-3", qwen3_5_text(), kv_cache_dtype="fp8", speculative_tokens=3),
     Case("gpt-oss", gpt_oss()),
+    Case("nemotron-h", nemotron_h()),
+    Case("deepseek-v3", deepseek_v3()),
+    Case("deepseek-v3-two-nodes", deepseek_v3(), tensor_parallel=2),
+    Case("llama-two-nodes", llama(), tensor_parallel=2),
+    Case("qwen3-next-two-nodes", qwen3_next(), tensor_parallel=2),
+    Case("nemotron-h-fp8-no-prefix-caching", nemotron_h(), kv_cache_dtype="fp8", prefix_caching=False),
 ]
 
 
@@ -102,11 +131,11 @@ def vllm_per_sequence(case: Case, directory: Path) -> tuple[int, int]:
     """(KV bytes per token, bytes per sequence at LEN) by vLLM's own classes."""
     from vllm.engine.arg_utils import EngineArgs
     from vllm.model_executor.models import ModelRegistry
-    from vllm.model_executor.models.config import Qwen3_5ForConditionalGenerationConfig
+    from vllm.model_executor.models.config import MODELS_CONFIG_MAP, Qwen3_5ForConditionalGenerationConfig
     from vllm.platforms.interface import Platform
     from vllm.utils.torch_utils import STR_DTYPE_TO_TORCH_DTYPE
     from vllm.v1.attention.backends.flash_attn import FlashAttentionBackend
-    from vllm.v1.kv_cache_interface import FullAttentionSpec, MambaSpec, SlidingWindowSpec
+    from vllm.v1.kv_cache_interface import FullAttentionSpec, MambaSpec, MLAAttentionSpec, SlidingWindowSpec
 
     (directory / "config.json").write_text(json.dumps(case.config))
     args = EngineArgs(
@@ -120,28 +149,41 @@ def vllm_per_sequence(case: Case, directory: Path) -> tuple[int, int]:
     )
     vllm_config = args.create_engine_config()
     vllm_config.scheduler_config.async_scheduling = True  # on CUDA by default; the CPU build has it off
+    vllm_config.parallel_config.tensor_parallel_size = case.tensor_parallel  # one rank's share
     cache, model = vllm_config.cache_config, vllm_config.model_config
     hf = model.hf_text_config
     kv_dtype = model.dtype if cache.cache_dtype == "auto" else STR_DTYPE_TO_TORCH_DTYPE[cache.cache_dtype]
     heads, head_size = model.get_num_kv_heads(vllm_config.parallel_config), model.get_head_size()
-    types = list(getattr(hf, "layer_types", None) or [])
+    types = list(getattr(hf, "layer_types", None) or getattr(hf, "layers_block_type", None) or [])
     if model.is_hybrid:
         # Undo the CPU build's own choices, then apply vLLM's CUDA-side rules.
         cache.mamba_ssm_cache_dtype, cache.block_size, cache.mamba_page_size_padded = "auto", 16, None
         if "mamba_ssm_dtype" in case.config:
             Qwen3_5ForConditionalGenerationConfig.verify_and_update_config(vllm_config)
+        if model.architecture in MODELS_CONFIG_MAP:  # vLLM's per-architecture rules (Nemotron-H's)
+            MODELS_CONFIG_MAP[model.architecture].verify_and_update_config(vllm_config)
         if case.speculative_tokens:  # only its token count is read by the state rules
             vllm_config.speculative_config = SimpleNamespace(num_speculative_tokens=case.speculative_tokens)
         Platform._align_hybrid_block_size(vllm_config, FlashAttentionBackend)
     else:
         cache.block_size = 16  # the CUDA attention backends' block
-    full = FullAttentionSpec(
-        block_size=cache.block_size, num_kv_heads=heads, head_size=head_size, dtype=kv_dtype
-    )
+    heads = model.get_num_kv_heads(vllm_config.parallel_config)  # one rank's
+    full: FullAttentionSpec
+    if model.use_mla:  # one latent per token, on every rank
+        full = MLAAttentionSpec(
+            block_size=cache.block_size, num_kv_heads=1, head_size=head_size, dtype=kv_dtype,
+            cache_dtype_str=cache.cache_dtype,
+        )  # fmt: skip
+    else:
+        full = FullAttentionSpec(
+            block_size=cache.block_size, num_kv_heads=heads, head_size=head_size, dtype=kv_dtype
+        )
     total = 0
     for kind in types or ["full_attention"] * hf.num_hidden_layers:
         if kind == "full_attention":
             total += full.max_memory_usage_bytes(vllm_config)
+        elif kind in ("mlp", "moe"):
+            continue
         elif kind == "sliding_attention":
             sliding = SlidingWindowSpec(
                 block_size=cache.block_size, num_kv_heads=heads, head_size=head_size, dtype=kv_dtype,
@@ -175,10 +217,10 @@ def planned(case: Case) -> tuple[int, int]:
         max_num_seqs=256, max_num_batched_tokens=2048, language_model_only=True,
         mtp=bool(case.speculative_tokens), num_speculative_tokens=case.speculative_tokens,
         prefix_caching=case.prefix_caching, utilization=None, utilization_is_users=False,
-        kv_cache_memory_bytes=None, reserve_bytes=0,
+        kv_cache_memory_bytes=None, reserve_bytes=0, nodes=case.tensor_parallel,
     )  # fmt: skip
-    per_token, per_sequence = per_token_and_sequence(shape, inputs, case.kv_cache_dtype)
-    return per_token, LEN * per_token + per_sequence
+    memory = plan_memory(NAMED, inputs)
+    return memory.kv_bytes_per_token, LEN * memory.kv_bytes_per_token + memory.state_bytes_per_sequence
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
