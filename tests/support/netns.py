@@ -34,11 +34,17 @@ class Host:
     def argv(self, argv: Sequence[str]) -> list[str]:
         """``argv`` in this host. ``ip netns exec`` gives each command a private mount
         namespace: Ray's /tmp/ray is bound there to this host's own folder, as two
-        machines would each have theirs (one shared /tmp/ray breaks Ray)."""
+        machines would each have theirs (one shared /tmp/ray breaks Ray). Each command
+        also gets its own PID namespace with its own /proc, as a machine has: the
+        launcher's ``ray stop`` finds Ray's processes by name, and would otherwise end
+        every Ray on this machine (another test's, in a container, among them). The
+        command's exit status comes back through ``unshare``; when ``unshare`` is
+        killed, so is everything in the namespace."""
         own = self.root / f"{self.ns}-ray"
         own.mkdir(parents=True, exist_ok=True)
         setup = f'mkdir -p /tmp/ray && mount --bind {own} /tmp/ray && exec "$@"'
-        return ["ip", "netns", "exec", self.ns, "sh", "-c", setup, "sh", *argv]
+        isolate = ["unshare", "--pid", "--kill-child", "--mount-proc"]
+        return ["ip", "netns", "exec", self.ns, *isolate, "sh", "-c", setup, "sh", *argv]
 
     def run(self, argv: Sequence[str], env: Mapping[str, str] | None = None, timeout: float = 120) -> str:
         done = subprocess.run(
@@ -57,7 +63,7 @@ class Host:
 
     def kill_all(self) -> None:
         """SIGKILL every process in this host's network namespace (Ray's daemons among
-        them). Not `ray stop`: it finds Ray's processes by name across the machine."""
+        them)."""
         done = subprocess.run(["ip", "netns", "pids", self.ns], capture_output=True, text=True)
         for pid in done.stdout.split():
             with suppress(ProcessLookupError, ValueError):
