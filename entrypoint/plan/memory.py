@@ -35,6 +35,12 @@ from .shape import ModelShape
 
 UTILIZATION_STEPS = 10_000  # the plan's utilization is a multiple of 1/10,000
 VLLM_DEFAULT_UTILIZATION = 0.92  # vllm/config/cache.py CacheConfig.gpu_memory_utilization
+# vLLM 0.32's paging on CUDA (read from its source): the attention backends'
+# kernel block is a multiple of 16 tokens (128 for MLA beside linear attention);
+# a sliding-window layer holds its window plus what two in-flight batches add.
+BLOCK_TOKENS = 16
+MLA_HYBRID_BLOCK_TOKENS = 128
+IN_FLIGHT_BATCHES = 2
 
 
 def vllm_default_batching(device: Device) -> tuple[int, int]:
@@ -96,6 +102,7 @@ class MemoryPlan:
     decode_expert_bytes: int = 0  # the routed experts' bytes (one node's share)
     expert_share: float = 0.0  # experts per token ÷ experts: one sequence's share
     speculative_tokens: int = 0  # MTP draft tokens per step
+    block_tokens: int = BLOCK_TOKENS  # vLLM's attention block (raised for linear-attention state)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -103,14 +110,6 @@ class MemoryPlan:
 
 def kv_bytes(kv_cache_dtype: str | None, shape: ModelShape) -> int:
     return 1 if (kv_cache_dtype or "auto").startswith("fp8") else shape.dtype_bytes
-
-
-# vLLM 0.32's paging on CUDA (read from its source): the attention backends'
-# kernel block is a multiple of 16 tokens (128 for MLA beside linear attention);
-# a sliding-window layer holds its window plus what two in-flight batches add.
-BLOCK_TOKENS = 16
-MLA_HYBRID_BLOCK_TOKENS = 128
-IN_FLIGHT_BATCHES = 2
 
 
 def _cdiv(a: int, b: int) -> int:
@@ -147,6 +146,12 @@ def paging(
     return Paging(block, state, (2 if prefix_caching else 1) + speculative_tokens)
 
 
+def _paging(shape: ModelShape, inputs: MemoryInputs, kv_dtype: str | None) -> Paging:
+    per_layer = shape.attention_bytes_per_token(kv_bytes(kv_dtype, shape))
+    spec = inputs.num_speculative_tokens if inputs.mtp else 0
+    return paging(shape, per_layer, spec, inputs.prefix_caching)
+
+
 def per_token_and_sequence(shape: ModelShape, inputs: MemoryInputs, kv_dtype: str | None) -> tuple[int, int]:
     """(KV bytes per token, fixed bytes per sequence at ``max_model_len``), as vLLM
     0.32's KV cache specs size them: full-attention layers (and the MTP draft's)
@@ -154,8 +159,7 @@ def per_token_and_sequence(shape: ModelShape, inputs: MemoryInputs, kv_dtype: st
     in-flight tokens, linear-attention layers their state blocks. The rounding of
     ``max_model_len`` up to whole blocks is part of the fixed bytes."""
     per_layer = shape.attention_bytes_per_token(kv_bytes(kv_dtype, shape))
-    spec = inputs.num_speculative_tokens if inputs.mtp else 0
-    pages = paging(shape, per_layer, spec, inputs.prefix_caching)
+    pages = _paging(shape, inputs, kv_dtype)
     block, length = pages.block_tokens, inputs.max_model_len
     layers = shape.full_attention_layers + (shape.mtp_layers if inputs.mtp else 0)
     rounding = (_cdiv(length, block) * block - length) * layers * per_layer
@@ -321,6 +325,7 @@ def plan_memory(device: Device, inputs: MemoryInputs) -> MemoryPlan:
         decode_expert_bytes=_per_node(weights.experts, ceiling_nodes) if shape.num_experts else 0,
         expert_share=shape.experts_per_token / shape.num_experts if shape.num_experts else 0.0,
         speculative_tokens=inputs.num_speculative_tokens if inputs.mtp else 0,
+        block_tokens=_paging(shape, inputs, inputs.kv_cache_dtype).block_tokens,
     )
 
 

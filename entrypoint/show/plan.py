@@ -133,7 +133,8 @@ def _print_memory(memory: dict[str, Any] | None, note: str | None) -> None:
                 f" + {memory['state_bytes_per_sequence']:,} B per sequence"
                 if memory["state_bytes_per_sequence"]
                 else ""
-            ),
+            )
+            + f"  (blocks of {memory.get('block_tokens', 16):,} tokens)",
         ),
         ("KV cache", f"{_gb(memory['kv_cache_bytes'])}  = {memory['kv_cache_tokens']:,} tokens"),
         (

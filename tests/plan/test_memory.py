@@ -158,7 +158,7 @@ def test_hybrid_with_vision_and_mtp_counts_only_full_attention_and_linear_state(
     # 32,768 tokens take 41 whole blocks of 800, 32 tokens more.
     state = (3 * 10240 + 786432) * 2
     block = 16 * -(-state // (16 * 2048))
-    assert block == 800
+    assert block == 800 == plain.block_tokens
     assert plain.state_bytes_per_sequence == 48 * 2 * block * 2048 + 32 * 16 * 2048
     no_prefix = plan_memory(GB10, inputs(config, weights, prefix_caching=False))
     assert no_prefix.state_bytes_per_sequence == 48 * 1 * block * 2048 + 32 * 16 * 2048

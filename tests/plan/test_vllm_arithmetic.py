@@ -13,7 +13,10 @@ and bytes per sequence.
 Where this differs from a CUDA start: the CPU build's own platform adjustments
 (its 128-token block, its float32 GDN state, async scheduling off) are undone
 before vLLM's CUDA-side rules are applied, and an MTP draft is given to vLLM's shape rule as its
-speculative token count only (the CPU build cannot build the draft model).
+speculative token count only (the CPU build cannot build the draft model); the
+block of a model without linear attention is vLLM's default 16 tokens (a CUDA
+backend that prefers another, FlashMLA's 64, changes only how ``max_model_len``
+rounds up to blocks).
 Qwen3.5's model class imports torchvision, which the CPU test environment does
 not have: its case is the Qwen3-Next layout (the same Gated DeltaNet layers) with
 the Qwen3.5 config rule applied by vLLM's own rule class.
@@ -127,8 +130,8 @@ CASES = [
 ]
 
 
-def vllm_per_sequence(case: Case, directory: Path) -> tuple[int, int]:
-    """(KV bytes per token, bytes per sequence at LEN) by vLLM's own classes."""
+def vllm_per_sequence(case: Case, directory: Path) -> tuple[int, int, int]:
+    """(KV bytes per token, bytes per sequence at LEN, attention block) by vLLM's own classes."""
     from vllm.engine.arg_utils import EngineArgs
     from vllm.model_executor.models import ModelRegistry
     from vllm.model_executor.models.config import MODELS_CONFIG_MAP, Qwen3_5ForConditionalGenerationConfig
@@ -207,10 +210,10 @@ def vllm_per_sequence(case: Case, directory: Path) -> tuple[int, int]:
     per_token = (
         (full_layers + (1 if case.speculative_tokens else 0)) * full.page_size_bytes // full.block_size
     )
-    return per_token, total
+    return per_token, total, cache.block_size
 
 
-def planned(case: Case) -> tuple[int, int]:
+def planned(case: Case) -> tuple[int, int, int]:
     shape = model_shape(case.config | ({"mtp_num_hidden_layers": 1} if case.speculative_tokens else {}))
     inputs = MemoryInputs(
         shape=shape, weights=WeightSizes(0), kv_cache_dtype=case.kv_cache_dtype, max_model_len=LEN,
@@ -220,14 +223,15 @@ def planned(case: Case) -> tuple[int, int]:
         kv_cache_memory_bytes=None, reserve_bytes=0, nodes=case.tensor_parallel,
     )  # fmt: skip
     memory = plan_memory(NAMED, inputs)
-    return memory.kv_bytes_per_token, LEN * memory.kv_bytes_per_token + memory.state_bytes_per_sequence
+    per_sequence = LEN * memory.kv_bytes_per_token + memory.state_bytes_per_sequence
+    return memory.kv_bytes_per_token, per_sequence, memory.block_tokens
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
 def test_the_planner_sizes_a_sequence_as_vllm_does(case: Case, tmp_path: Path) -> None:
-    vllm_token, vllm_sequence = vllm_per_sequence(case, tmp_path)
-    plan_token, plan_sequence = planned(case)
-    assert plan_token == vllm_token
+    vllm_token, vllm_sequence, vllm_block = vllm_per_sequence(case, tmp_path)
+    plan_token, plan_sequence, plan_block = planned(case)
+    assert (plan_token, plan_block) == (vllm_token, vllm_block)
     assert plan_sequence == pytest.approx(vllm_sequence, rel=0.01)  # (equal today, byte for byte)
 
 
