@@ -10,7 +10,9 @@ TORCH_VERSION := 2.13.0+cpu
 
 .PHONY: test lint pytest venv bench docs clean
 
-test: lint pytest
+# Lint and types run beside the tests (once the venv exists): they take seconds of one core.
+test: $(STAMP)
+	$(MAKE) --no-print-directory -j2 lint pytest
 
 lint: $(STAMP)
 	$(BIN)/ruff check entrypoint server tests benchmarks
