@@ -127,9 +127,7 @@ class Paging:
     state_blocks: int
 
 
-def paging(
-    shape: ModelShape, kv_per_layer_token: int, speculative_tokens: int, prefix_caching: bool
-) -> Paging:
+def paging(shape: ModelShape, inputs: MemoryInputs, kv_per_layer_token: int) -> Paging:
     """vLLM's hybrid page unification (``Platform._align_hybrid_block_size``): the
     attention block grows in kernel-block steps until its page holds one linear
     layer's state, which is then padded to that page. With prefix caching, vLLM's
@@ -137,29 +135,26 @@ def paging(
     per speculative token (``MambaSpec.max_memory_usage_bytes``)."""
     if not shape.linear_layers:
         return Paging(BLOCK_TOKENS, 0, 0)
-    state = shape.linear_state_bytes(speculative_tokens)
+    speculative = inputs.num_speculative_tokens if inputs.mtp else 0
+    state = shape.linear_state_bytes(speculative)
     step = MLA_HYBRID_BLOCK_TOKENS if shape.mla_dim else BLOCK_TOKENS
     block = BLOCK_TOKENS
     if kv_per_layer_token and shape.full_attention_layers:
         block = max(block, step * _cdiv(state, step * kv_per_layer_token))
         state = max(state, block * kv_per_layer_token)
-    return Paging(block, state, (2 if prefix_caching else 1) + speculative_tokens)
+    return Paging(block, state, (2 if inputs.prefix_caching else 1) + speculative)
 
 
-def _paging(shape: ModelShape, inputs: MemoryInputs, kv_dtype: str | None) -> Paging:
-    per_layer = shape.attention_bytes_per_token(kv_bytes(kv_dtype, shape))
-    spec = inputs.num_speculative_tokens if inputs.mtp else 0
-    return paging(shape, per_layer, spec, inputs.prefix_caching)
-
-
-def per_token_and_sequence(shape: ModelShape, inputs: MemoryInputs, kv_dtype: str | None) -> tuple[int, int]:
-    """(KV bytes per token, fixed bytes per sequence at ``max_model_len``), as vLLM
-    0.32's KV cache specs size them: full-attention layers (and the MTP draft's)
-    hold every token in whole blocks, sliding-window layers their window plus the
-    in-flight tokens, linear-attention layers their state blocks. The rounding of
+def per_token_and_sequence(
+    shape: ModelShape, inputs: MemoryInputs, kv_dtype: str | None
+) -> tuple[int, int, Paging]:
+    """(KV bytes per token, fixed bytes per sequence at ``max_model_len``, the paging),
+    as vLLM 0.32's KV cache specs size them: full-attention layers (and the MTP
+    draft's) hold every token in whole blocks, sliding-window layers their window plus
+    the in-flight tokens, linear-attention layers their state blocks. The rounding of
     ``max_model_len`` up to whole blocks is part of the fixed bytes."""
     per_layer = shape.attention_bytes_per_token(kv_bytes(kv_dtype, shape))
-    pages = _paging(shape, inputs, kv_dtype)
+    pages = paging(shape, inputs, per_layer)
     block, length = pages.block_tokens, inputs.max_model_len
     layers = shape.full_attention_layers + (shape.mtp_layers if inputs.mtp else 0)
     rounding = (_cdiv(length, block) * block - length) * layers * per_layer
@@ -169,7 +164,7 @@ def per_token_and_sequence(shape: ModelShape, inputs: MemoryInputs, kv_dtype: st
             (shape.sliding_window or length) - 1 + IN_FLIGHT_BATCHES * inputs.max_num_batched_tokens, length
         )
         per_sequence += shape.sliding_layers * (_cdiv(held, block) + 1) * block * per_layer
-    return layers * per_layer, per_sequence
+    return layers * per_layer, per_sequence, pages
 
 
 def allowance(shape: ModelShape, device: Device, seqs: int, tokens: int) -> int:
@@ -240,7 +235,7 @@ def ceiling_at(
 
 def _per_node(value: int, nodes: int) -> int:
     """One node's share of ``value``, rounded up."""
-    return -(-value // nodes)
+    return _cdiv(value, nodes)
 
 
 def decode_ceiling(
@@ -258,7 +253,7 @@ def plan_memory(device: Device, inputs: MemoryInputs) -> MemoryPlan:
     shape, weights = inputs.shape, inputs.weights
     weights_bytes = weights.total - weights.skipped - (weights.vision if inputs.language_model_only else 0)
     weights_bytes -= 0 if inputs.mtp else weights.mtp
-    whole_token, whole_seq = per_token_and_sequence(shape, inputs, inputs.kv_cache_dtype)
+    whole_token, whole_seq, pages = per_token_and_sequence(shape, inputs, inputs.kv_cache_dtype)
     nodes = max(inputs.nodes, 1)
     weights_bytes = _per_node(weights_bytes, nodes)
     per_token, per_seq = _per_node(whole_token, nodes), _per_node(whole_seq, nodes)
@@ -325,7 +320,7 @@ def plan_memory(device: Device, inputs: MemoryInputs) -> MemoryPlan:
         decode_expert_bytes=_per_node(weights.experts, ceiling_nodes) if shape.num_experts else 0,
         expert_share=shape.experts_per_token / shape.num_experts if shape.num_experts else 0.0,
         speculative_tokens=inputs.num_speculative_tokens if inputs.mtp else 0,
-        block_tokens=_paging(shape, inputs, inputs.kv_cache_dtype).block_tokens,
+        block_tokens=pages.block_tokens,
     )
 
 

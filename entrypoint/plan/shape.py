@@ -23,8 +23,8 @@ _MTP = re.compile(r"(^|\.)mtp\.")
 _EXPERT = re.compile(r"\.experts\.")
 _LAYER = re.compile(r"(?:^|\.)layers\.(\d+)\.")
 _EMBEDDING = re.compile(r"(^|\.)embed_tokens\.weight$")
-_PATTERN = {"M": "mamba", "*": "full_attention", "-": "mlp", "E": "moe"}
 _LM_HEAD = re.compile(r"(^|\.)lm_head\.weight$")
+_PATTERN = {"M": "mamba", "*": "full_attention", "-": "mlp", "E": "moe"}  # hybrid_override_pattern
 
 
 def _int(cfg: Mapping[str, Any], *keys: str, default: int = 0) -> int:
@@ -69,7 +69,8 @@ class ModelShape:
     def linear_state_bytes(self, speculative_tokens: int = 0) -> int:
         """One state block of one linear-attention layer: the conv state (kernel − 1
         tokens, plus one per speculative token) in the model dtype and the recurrent
-        state in its own dtype, as vLLM's Gated DeltaNet state calculators shape them."""
+        state in its own dtype, as vLLM's Gated DeltaNet and Mamba-2 state calculators
+        shape them."""
         conv = self.linear_conv_dim * max(self.linear_conv_kernel - 1 + speculative_tokens, 0)
         return conv * self.dtype_bytes + self.linear_state * (self.ssm_dtype_bytes or self.dtype_bytes)
 
