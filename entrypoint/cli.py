@@ -125,7 +125,7 @@ def cmd_plan(env: Mapping[str, str], args: argparse.Namespace) -> int:
         from .cluster.node import host_cluster
 
         cluster = host_cluster(found.plan, None, env)
-    doc = plan_document(found.plan, env, found.memory, found.note, found.derived, cluster)
+    doc = plan_document(found.plan, env, found.memory, found.note, found.derived, cluster, found.calibration)
     if args.json or args.format == "json":
         print(json.dumps(doc, indent=2))
     else:
@@ -186,7 +186,9 @@ def cmd_doctor(env: Mapping[str, str], args: argparse.Namespace) -> int:
             "version": __version__,
             "ok": not failed,
             "lines": [line.to_json() for line in lines],
-            "plan": plan_document(facts.plan, env, facts.memory, facts.memory_note, facts.derived)
+            "plan": plan_document(
+                facts.plan, env, facts.memory, facts.memory_note, facts.derived, calibration=facts.calibration
+            )
             if facts.plan
             else None,
         }

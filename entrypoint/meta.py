@@ -53,3 +53,23 @@ class DownloadRequest:
     interval: float = 5.0
     retries: int = 5
     backoff: float = 0.5
+
+
+@dataclass(frozen=True)
+class EngineFigures:
+    """What one engine start said of its memory; None where it did not say."""
+
+    weights_bytes: int | None = None
+    graphs_bytes: int | None = None
+    kv_tokens: int | None = None
+    max_concurrency: float | None = None
+    free_at_check_bytes: int | None = None  # a refused start: free memory at vLLM's start check
+    total_at_check_bytes: int | None = None
+
+    @property
+    def refused(self) -> bool:
+        return self.free_at_check_bytes is not None
+
+    @property
+    def said_anything(self) -> bool:
+        return any(v is not None for v in self.__dict__.values())

@@ -39,6 +39,11 @@ def system_memory(meminfo: Path = MEMINFO) -> tuple[float, float] | None:
     return float(fields["MemTotal"] - fields["MemAvailable"]), float(fields["MemTotal"])
 
 
+def available_memory(meminfo: Path = MEMINFO) -> int | None:
+    """MemAvailable in bytes (system-wide, also inside a container), or None."""
+    return read_meminfo(meminfo).get("MemAvailable")
+
+
 class Nvml:
     """Initialises NVML once, lazily; remembers if it is unavailable."""
 

@@ -26,7 +26,7 @@ from entrypoint.state import CLUSTER_FILE, READY_FILE, read_document, read_state
 
 from .checks import CheckPolicy, Checks, Load
 from .generation import WARMUP, Generator, Outcome, warmup_tokens
-from .gpu import GpuSampler, Nvml
+from .gpu import GpuSampler, Nvml, available_memory
 from .heal import Healer
 from .page import UpstreamPage
 from .readiness import EngineView, Verdict, decide
@@ -91,8 +91,10 @@ class Monitor:
         nvml: Nvml | None = None,
         probes: httpx.AsyncClient | None = None,
         page: UpstreamPage | None = None,
+        memory_available: Callable[[], int | None] = available_memory,
     ) -> None:
         self.settings, self.client, self.clock = settings, client, clock
+        self.memory_available = memory_available
         self.state: dict[str, Any] | None = None
         self.cluster: dict[str, Any] | None = None  # the head's membership (cluster.json), if a cluster
         self.view = EngineView(False, None, "not checked yet")
@@ -251,10 +253,11 @@ class Monitor:
         if start_id is None or start_id == self._marked:
             return
         self._marked = start_id
+        # MemAvailable now, against the launcher's reading at its memory guard: the engine's
+        # footprint, which the next plan is calibrated by (entrypoint/plan/measured.py).
+        mark = {"start_id": start_id, "ready_at": self.clock(), "available_at_ready": self.memory_available()}
         with contextlib.suppress(StateUnwritableError):  # a read-only STATE_DIR: no back-off reset
-            write_document(
-                self.settings.state_dir, READY_FILE, {"start_id": start_id, "ready_at": self.clock()}
-            )
+            write_document(self.settings.state_dir, READY_FILE, mark)
 
     def time_to_ready(self) -> float | None:
         started = (self.state or {}).get("started_at")

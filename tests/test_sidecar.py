@@ -19,6 +19,10 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from entrypoint.engine.logfigures import read_figures
+from entrypoint.inputs.measured import current
+from entrypoint.plan.measured import with_margin
+from tests.conftest import run_cli
 from tests.support.engine import (
     Engine,
     free_port,
@@ -62,6 +66,7 @@ class Stack:
     engine: Engine
     sidecar: str
     codes_while_starting: list[int] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
 
 
 @pytest.fixture(scope="module")
@@ -88,7 +93,7 @@ def stack(
             codes.append(get(url + "/health/ready")[0])
         wait_healthy(engine)
         try:
-            yield Stack(engine, url, codes)
+            yield Stack(engine, url, codes, dict(env))
         finally:
             stop(proc)
 
@@ -105,6 +110,37 @@ def test_ready_flips_from_503_to_200_as_the_engine_comes_up(stack: Stack) -> Non
     state_dir = stack.engine.log.parent / "state"
     launcher = json.loads((state_dir / "launcher.json").read_text())
     assert json.loads((state_dir / "ready.json").read_text())["start_id"] == launcher["start_id"]
+
+
+def test_a_plan_after_the_start_uses_what_it_measured_and_shows_planned_against_measured(
+    stack: Stack,
+) -> None:
+    """The log keeper kept vLLM's KV line, the sidecar's ready mark holds MemAvailable then,
+    and the next plan of the same model takes the engine's measured footprint beyond
+    weights and KV (+ margin) as its allowance, saying so."""
+    state_dir = stack.engine.log.parent / "state"
+    launcher = json.loads((state_dir / "launcher.json").read_text())
+    calib, start_id = launcher["calibration"], launcher["start_id"]
+    assert calib["available_at_start"] > 0 and calib["planned"]["kv_cache_bytes"] > 0
+    assert isinstance(json.loads((state_dir / "ready.json").read_text())["available_at_ready"], int)
+    kept = (state_dir / "starts" / f"{start_id}.log").read_text().splitlines()
+    assert kept and all("KV cache size" in line for line in kept)  # the CPU build's one figure line
+    figures = read_figures(kept)
+    assert figures.kv_tokens == pytest.approx(calib["planned"]["kv_cache_tokens"], rel=0.02)
+    assert "CPU KV cache size" in stack.engine.log.read_text()  # the container log still has it
+    measured = current(state_dir)
+    assert measured is not None and measured.non_kv_bytes is not None and measured.start_id == start_id
+    done = run_cli(["plan", "--json"], stack.env)
+    assert done.code == 0, done.stderr
+    doc = json.loads(done.stdout)
+    assert doc["memory"]["allowance_source"] == f"measured {measured.date} (start {start_id})"
+    assert doc["memory"]["allowance_bytes"] == with_margin(measured.non_kv_bytes)
+    shown = {row["figure"]: row for row in doc["measured"]["figures"]}
+    assert doc["measured"]["start_id"] == start_id
+    assert shown["KV cache tokens"]["measured"] == figures.kv_tokens
+    assert shown["memory beyond weights and KV"]["measured"] == measured.non_kv_bytes
+    text = run_cli(["plan"], stack.env).stdout
+    assert f"measured: start {start_id}" in text and "KV cache tokens" in text
 
 
 def test_ready_only_after_the_warmup_returned_and_vllm_counted_it(stack: Stack) -> None:

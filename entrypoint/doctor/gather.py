@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from ..engine.versions import installed, torch_cuda
 from ..errors import SparkServeError
 from ..inputs.device import MEMINFO, GpuFacts, load_nvml, nvml_facts, read_meminfo
+from ..plan.measured import Calibration
 from ..plan.memory import MemoryPlan
 from ..plan.resolve import Plan
 from ..plan.restarts import start_need_bytes
@@ -84,6 +85,7 @@ class Facts:
     memory: MemoryPlan | None = None
     memory_note: str | None = None
     derived: Derived | None = None  # the profile derived when none names the model
+    calibration: Calibration | None = None  # what earlier engine starts measured
     need_bytes: int | None = None
     cache_dir: str = ""
     disk_free: int | None = None
@@ -181,6 +183,7 @@ def gather(
             found.note,
             found.derived,
         )
+        facts.calibration = found.calibration
     except SparkServeError as err:
         facts.plan_error = err
     plan = facts.plan

@@ -299,7 +299,47 @@ def heal(f: Facts) -> Iterator[Line]:
     )
 
 
-SECTIONS = (gpu, hardware, memory, plan, disk, hub, versions, caches, ports, exposure, launcher, heal)
+def calibration(f: Facts) -> Iterator[Line]:
+    """The newest real start of this plan, planned against measured."""
+    if f.plan is None:
+        return
+    from ..show.plan import measured_doc
+
+    found = measured_doc(f.plan, f.calibration)
+    if found is None:
+        yield Line(
+            "calibration", "ok", "no start of this plan measured yet (the plan uses the hardware table)"
+        )
+        return
+    where = f"start {found['start_id']} ({found['date']})"
+    if found["warnings"]:
+        yield Line(
+            "calibration",
+            "warn",
+            f"{where}: " + "; ".join(found["warnings"]),
+            "the next start plans with the measured figures (`spark-serve plan` shows them); if a figure "
+            "stays apart, report it with `spark-serve plan --json`",
+        )
+    else:
+        figures = ", ".join(row["figure"] for row in found["figures"]) or "nothing comparable"
+        yield Line("calibration", "ok", f"{where}: planned within 10 % of measured ({figures})")
+
+
+SECTIONS = (
+    gpu,
+    hardware,
+    memory,
+    plan,
+    calibration,
+    disk,
+    hub,
+    versions,
+    caches,
+    ports,
+    exposure,
+    launcher,
+    heal,
+)
 
 
 def judge(facts: Facts) -> list[Line]:

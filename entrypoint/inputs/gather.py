@@ -28,10 +28,12 @@ from ..hub.locate import checkpoint_dir
 from ..meta import CheckpointMeta, DownloadRequest
 from ..plan.chain import Chained, fitted
 from ..plan.hardware import Device, HardwareTable
+from ..plan.measured import Calibration
 from ..plan.options import BY_NAME, option_value, read_raw
 from ..plan.profile import Catalog, LoadedProfile
 from ..plan.resolve import ModelRef, Plan, resolve, select
 from .device import choose, nvml_facts, read_meminfo
+from .measured import read_calibration
 from .metadata import cached_meta, hub_meta, local_meta
 from .request import bare_request, download_request
 
@@ -127,7 +129,7 @@ def as_loaded(derived: Derived) -> LoadedProfile:
     )
 
 
-def chained(plan: Plan, reading: Reading, derived: Derived | None = None) -> Chained:
+def chained(plan: Plan, reading: Reading, calibration: Calibration | None = None) -> Chained:
     """A resolved plan through the rest of the chain, from the metadata that can be
     read for it (a missing figure is a note, never a failure)."""
     request = download_request(plan, offline=reading.offline) if plan.model.path is None else None
@@ -138,12 +140,12 @@ def chained(plan: Plan, reading: Reading, derived: Derived | None = None) -> Cha
     except SparkServeError as err:
         if not reading.lenient:
             raise
-        return Chained(plan, None, derived, f"checkpoint metadata unavailable: {err.message}")
+        return Chained(plan, note=f"checkpoint metadata unavailable: {err.message}", calibration=calibration)
     if meta is None:
-        return Chained(
-            plan, None, derived, "checkpoint metadata is not cached and the Hub is not asked offline"
-        )
-    return fitted(plan, meta, refuse=not reading.lenient, derived=derived, note=f"from {meta.origin}")
+        why = "checkpoint metadata is not cached and the Hub is not asked offline"
+        return Chained(plan, note=why, calibration=calibration)
+    note = f"from {meta.origin}"
+    return fitted(plan, meta, refuse=not reading.lenient, note=note, calibration=calibration)
 
 
 def plan_chain(env: Mapping[str, str], cli: Mapping[str, Any], reading: Reading) -> Chained:
@@ -151,11 +153,14 @@ def plan_chain(env: Mapping[str, str], cli: Mapping[str, Any], reading: Reading)
     (deriving a profile first when none names the model) and fit and size the plan."""
     device, table = hardware_for(env, cli)
     catalog = catalog_for(env, cli)
+    calibration = read_calibration(option_value(BY_NAME["state_dir"], env, cli))
     bare_env = {k: v for k, v in env.items() if k != BY_NAME["variant"].env}
     bare_cli = {**cli, "variant": None}  # a variant is checked once the profile is known
     named, model, _ = select(catalog, bare_env, bare_cli)
     if named is not None:  # read after the download when offline and not cached
-        return chained(resolve(catalog, env, cli, device, table), replace(reading, snapshot=False))
+        return chained(
+            resolve(catalog, env, cli, device, table), replace(reading, snapshot=False), calibration
+        )
     request = bare_request(model, env, cli, offline=reading.offline) if model.path is None else None
     try:
         meta = read_meta(model, request, reading)
@@ -163,14 +168,15 @@ def plan_chain(env: Mapping[str, str], cli: Mapping[str, Any], reading: Reading)
         if not reading.lenient:
             raise
         note = f"checkpoint metadata unavailable: {err.message}; no profile derived"
-        return Chained(resolve(catalog, env, cli, device, table), note=note)
+        return Chained(resolve(catalog, env, cli, device, table), note=note, calibration=calibration)
     if meta is None:
         why = "checkpoint metadata is not cached and the Hub is not asked offline; no profile derived"
-        return Chained(resolve(catalog, env, cli, device, table), note=why)
+        return Chained(resolve(catalog, env, cli, device, table), note=why, calibration=calibration)
     revision = option_value(BY_NAME["revision"], env, cli)
     derived = derive_for(model, revision, meta, device, env)
     plan = resolve(catalog, env, cli, device, table, derived=as_loaded(derived))
-    return fitted(plan, meta, refuse=not reading.lenient, derived=derived, note=f"from {meta.origin}")
+    note = f"from {meta.origin}"
+    return fitted(plan, meta, refuse=not reading.lenient, derived=derived, note=note, calibration=calibration)
 
 
 def planned(env: Mapping[str, str], cli: Mapping[str, Any], *, network: bool) -> Chained:

@@ -112,18 +112,19 @@ def back_off(decision: BackoffDecision, runtime: Runtime, report: Report) -> Non
     runtime.sleep(decision.delay_s)
 
 
-def wait_for_memory(need: int, memory: MemoryPlan, wait_s: float, runtime: Runtime, report: Report) -> None:
-    """Return once ``need`` bytes are available; halt after ``wait_s`` seconds."""
-    if wait_s <= 0:
-        return
+def wait_for_memory(
+    need: int, memory: MemoryPlan, wait_s: float, runtime: Runtime, report: Report
+) -> int | None:
+    """The bytes available once ``need`` bytes are (None where that cannot be read);
+    halt after ``wait_s`` seconds. ``wait_s`` 0 turns the guard off: one reading."""
     started = runtime.clock()
     logged = -LOG_EVERY_S
     while True:
         available, processes = memory_now(memory.memory_kind, runtime)
-        if available is None or available >= need:
-            if available is None:
+        if wait_s <= 0 or available is None or available >= need:
+            if available is None and wait_s > 0:
                 say("available memory cannot be read; starting without the memory guard")
-            return
+            return available
         now = runtime.clock()
         held = ", ".join(
             f"pid {p['pid']}" + (f" ({gb(p['bytes'])})" if p["bytes"] else "") for p in processes

@@ -25,14 +25,15 @@ from ..cluster.plan import HEAD, ClusterPlan, is_cluster
 from ..errors import EngineNotFoundError, SparkServeError, StateUnwritableError
 from ..hub.locate import locate
 from ..inputs.gather import for_launch, hub_offline
+from ..inputs.measured import fold_previous, installed_vllm, log_path
 from ..inputs.metadata import local_meta
 from ..inputs.request import download_request
-from ..plan.chain import Chained, on_disk
+from ..plan.chain import Chained, on_disk, start_key
 from ..plan.checkpoint import quant_format
 from ..plan.command import EngineCommand, build_command, refuse_secret_flags, shown_argv
-from ..plan.memory import MemoryPlan
+from ..plan.memory import MemoryPlan, start_utilization
 from ..plan.options import BY_NAME, option_value
-from ..plan.resolve import Plan
+from ..plan.resolve import Plan, Setting
 from ..plan.restarts import (
     BackoffPolicy,
     StartRecord,
@@ -52,7 +53,8 @@ from ..state import (
     write_document,
     write_state,
 )
-from .guard import Halted, Runtime, Stopped, back_off, say, wait_for_memory, wait_for_reset
+from .guard import Halted, Runtime, Stopped, back_off, gb, say, wait_for_memory, wait_for_reset
+from .keeper import keep_figures
 
 Exec = Callable[[str, list[str], dict[str, str]], Any]
 
@@ -121,10 +123,7 @@ def prepare(
     local = local_meta(model_dir)
     chain = on_disk(chain, local, str(model_dir))
     plan = chain.plan
-    if cluster is None:
-        command = build_command(plan, str(model_dir), environ)
-    else:
-        command = build_command(plan, str(model_dir), environ, cluster.engine_args(), cluster.env)
+    command = _command(plan, str(model_dir), environ, cluster)
     if shutil.which(command.argv[0], path=environ.get("PATH")) is None:
         raise EngineNotFoundError(command.argv[0])
     found: dict[str, Any] = {
@@ -134,6 +133,14 @@ def prepare(
     if chain.memory is not None:
         found["memory"] = chain.memory.to_json()
     return Prepared(plan, command, chain.memory, found)
+
+
+def _command(
+    plan: Plan, model_dir: str, environ: Mapping[str, str], cluster: ClusterPlan | None
+) -> EngineCommand:
+    if cluster is None:
+        return build_command(plan, model_dir, environ)
+    return build_command(plan, model_dir, environ, cluster.engine_args(), cluster.env)
 
 
 class StateRecorder:
@@ -198,8 +205,9 @@ def download(chain: Chained) -> Path:
     return path
 
 
-def gate(ready: Prepared, argv_id: str, runtime: Runtime, report: Callable[..., None]) -> None:
-    """Wait out the restart back-off and the memory guard; raises Halted or Stopped."""
+def gate(ready: Prepared, argv_id: str, runtime: Runtime, report: Callable[..., None]) -> int | None:
+    """Wait out the restart back-off and the memory guard; the bytes available then
+    (None: not read). Raises Halted or Stopped."""
     plan = ready.plan
     state_dir = plan.value("state_dir")
     history = records(read_document(state_dir, STARTS_FILE))
@@ -207,9 +215,46 @@ def gate(ready: Prepared, argv_id: str, runtime: Runtime, report: Callable[..., 
     ready_id = str(mark.get("start_id")) if isinstance(mark, dict) else None
     policy = BackoffPolicy(plan.value("restart_limit"), plan.value("restart_backoff_s"))
     back_off(decide_backoff(history, argv_id, ready_id, runtime.clock(), policy), runtime, report)
-    if ready.memory is not None:
-        need = start_need_bytes(ready.memory, plan.value("gpu_memory_utilization"))
-        wait_for_memory(need, ready.memory, plan.value("memory_wait_s"), runtime, report)
+    if ready.memory is None:
+        return None
+    need = start_need_bytes(ready.memory, plan.value("gpu_memory_utilization"))
+    return wait_for_memory(need, ready.memory, plan.value("memory_wait_s"), runtime, report)
+
+
+def at_start(
+    ready: Prepared, available: int | None, environ: Mapping[str, str], cluster: ClusterPlan | None
+) -> Prepared:
+    """The command with the utilization set from what is available now, where the plan
+    leaves it to the start (unified memory): vLLM's start check then passes."""
+    memory = ready.memory
+    if memory is None or not memory.utilization_at_start or available is None:
+        return ready
+    util = start_utilization(available, memory.precheck_bytes, memory.device_bytes)
+    why = (
+        f"at start: {gb(available)} available − {gb(memory.precheck_bytes)} vLLM holds by its "
+        f"start check, ÷ {gb(memory.device_bytes)}"
+    )
+    plan = ready.plan.with_setting("gpu_memory_utilization", Setting(util, "start", why))
+    return Prepared(plan, _command(plan, ready.found["model_path"], environ, cluster), memory, ready.found)
+
+
+def calibration_facts(ready: Prepared, available: int | None) -> dict[str, Any]:
+    """What the next plan needs to measure this start by (:mod:`entrypoint.plan.measured`)."""
+    memory = ready.memory
+    return {
+        "key": start_key(ready.plan, installed_vllm()),
+        "hardware": memory.hardware if memory else None,
+        "available_at_start": available,
+        "planned": memory.to_json() if memory else {},
+    }
+
+
+def start_keeper(state_dir: str, start_id: str) -> None:
+    """The log keeper (:mod:`.keeper`) for this start; the engine runs without where it cannot."""
+    try:
+        keep_figures(log_path(state_dir, start_id))
+    except OSError as err:
+        say(f"the engine's memory figures are not kept this start ({err.strerror or err})")
 
 
 def record_start(state_dir: str, argv_id: str, now: float) -> str:
@@ -279,6 +324,7 @@ def launch(
     """The side effects of the planned chain: download, check, gate, record, exec."""
     plan = chain.plan
     runtime = runtime or Runtime()
+    fold_previous(plan.value("state_dir"))  # what the previous start measured, before its state goes
     recorder = StateRecorder(plan)
     try:
         recorder.update("pending")
@@ -294,10 +340,12 @@ def launch(
         with runtime.signals():
             while True:
                 try:
-                    gate(ready, argv_id, runtime, recorder.update)
+                    available = gate(ready, argv_id, runtime, recorder.update)
                     break
                 except Halted as halt:
                     wait_for_reset(halt, state_dir, runtime, recorder.update)
+        ready = at_start(ready, available, environ, cluster)
+        argv = shown_argv(ready.command.argv)
         start_id = record_start(state_dir, argv_id, runtime.clock())
     except Stopped:
         with contextlib.suppress(StateUnwritableError):
@@ -313,6 +361,7 @@ def launch(
         start_id=start_id,
         waiting=None,
         error=None,
+        calibration=calibration_facts(ready, available),
         **ready.found,
         **engine_facts(ready.plan),
     )
@@ -323,6 +372,8 @@ def launch(
         from ..cluster.node import spawn_watcher
 
         spawn_watcher(cluster, state_dir, environ, members)
+    if execvpe is os.execvpe:  # a test's stand-in exec keeps the test's own output
+        start_keeper(state_dir, start_id)
     try:
         execvpe(command.argv[0], command.argv, command.env(environ))
     except OSError as err:

@@ -14,7 +14,9 @@ from typing import TYPE_CHECKING
 
 from ..meta import CheckpointMeta
 from .checkpoint import CheckpointInfo, describe
+from .command import engine_flags
 from .fit import fit_checkpoint
+from .measured import Calibration, applied, calibration_key
 from .memory import MemoryPlan, plan_memory
 from .resolve import Plan
 from .sizing import apply_memory, memory_inputs, refuse_unless_fits
@@ -31,6 +33,7 @@ class Chained:
     memory: MemoryPlan | None = None
     derived: Derived | None = None
     note: str | None = None
+    calibration: Calibration | None = None  # what earlier starts measured (STATE_DIR)
 
 
 def info_from(meta: CheckpointMeta, plan: Plan, where: str | None = None) -> CheckpointInfo:
@@ -39,13 +42,23 @@ def info_from(meta: CheckpointMeta, plan: Plan, where: str | None = None) -> Che
     return describe(meta.config, meta.hf_quant, path=shown, has_weights=shards)
 
 
-def memory_for(plan: Plan, meta: CheckpointMeta, *, refuse: bool) -> MemoryPlan | None:
-    """The memory plan for the device the plan was resolved for (None without one);
-    with ``refuse``, a plan that does not fit is the typed error."""
+def start_key(plan: Plan, vllm: str) -> str:
+    """The key an engine start of this plan is measured under (:mod:`.measured`)."""
+    model = plan.model.path or f"{plan.model.repo}@{plan.value('revision')}"
+    return calibration_key(model, plan.device.key if plan.device else "", vllm, engine_flags(plan))
+
+
+def memory_for(
+    plan: Plan, meta: CheckpointMeta, *, refuse: bool, calibration: Calibration | None = None
+) -> MemoryPlan | None:
+    """The memory plan for the device the plan was resolved for (None without one),
+    with what an earlier start of it measured; with ``refuse``, a plan that does not
+    fit is the typed error."""
     device = plan.device
     if device is None:
         return None
-    inputs = memory_inputs(plan, device, meta.config, meta.weights)
+    measured = applied(calibration, start_key(plan, calibration.vllm)) if calibration else None
+    inputs = memory_inputs(plan, device, meta.config, meta.weights, measured)
     memory = plan_memory(device, inputs)
     if refuse:
         refuse_unless_fits(plan, device, inputs, memory)
@@ -57,14 +70,20 @@ def _sized(plan: Plan, memory: MemoryPlan | None) -> Plan:
 
 
 def fitted(
-    plan: Plan, meta: CheckpointMeta, *, refuse: bool, derived: Derived | None = None, note: str | None = None
+    plan: Plan,
+    meta: CheckpointMeta,
+    *,
+    refuse: bool,
+    derived: Derived | None = None,
+    note: str | None = None,
+    calibration: Calibration | None = None,
 ) -> Chained:
     """Fit the resolved plan to the checkpoint's metadata (weights may not be here
     yet) and size it; with ``refuse`` a checkpoint that does not fit the device is
     the typed error, before the first weight byte."""
     plan = fit_checkpoint(plan, info_from(meta, plan), weights_required=False)
-    memory = memory_for(plan, meta, refuse=refuse)
-    return Chained(_sized(plan, memory), memory, derived, note)
+    memory = memory_for(plan, meta, refuse=refuse, calibration=calibration)
+    return Chained(_sized(plan, memory), memory, derived, note, calibration)
 
 
 def on_disk(chained: Chained, local: CheckpointMeta, directory: str) -> Chained:
@@ -73,5 +92,5 @@ def on_disk(chained: Chained, local: CheckpointMeta, directory: str) -> Chained:
     plan = fit_checkpoint(chained.plan, info_from(local, chained.plan, directory))
     if chained.memory is not None:
         return replace(chained, plan=plan)
-    memory = memory_for(plan, local, refuse=True)
+    memory = memory_for(plan, local, refuse=True, calibration=chained.calibration)
     return replace(chained, plan=_sized(plan, memory), memory=memory)

@@ -32,6 +32,7 @@ class HardwareSpec(BaseModel):
     bandwidth_gb_s: Annotated[float, Field(gt=0)] | None
     native_fp4: bool
     overhead_gb: Annotated[float, Field(ge=0)]
+    precheck_gb: Annotated[float, Field(ge=0)] = 0.0
     reserve_gb: Annotated[float, Field(ge=0)] = 0.0
     nvfp4_linear_backend: str | None = None
     nvfp4_moe_backend: str | None = None
@@ -77,6 +78,7 @@ class Device:
     source: str  # "NVML", "/proc/meminfo", or the variable / flag that named it
     nvfp4_linear_backend: str | None = None  # for W4A4 NVFP4 linears (derived profiles)
     nvfp4_moe_backend: str | None = None  # for W4A4 NVFP4 MoE experts (derived profiles)
+    precheck_bytes: int = 0  # what vLLM's own processes hold when its start check reads free memory
 
     @property
     def label(self) -> str:
@@ -112,6 +114,7 @@ def from_spec(
         source=source,
         nvfp4_linear_backend=spec.nvfp4_linear_backend,
         nvfp4_moe_backend=spec.nvfp4_moe_backend,
+        precheck_bytes=int(spec.precheck_gb * GIB),
     )
 
 
@@ -131,4 +134,5 @@ def unknown_gpu(
         overhead_bytes=int((6.0 if unified else 3.0) * GIB),
         reserve_bytes=int(8 * GIB) if unified else 0,
         source="NVML",
+        precheck_bytes=int(3.0 * GIB) if unified else 0,  # as the gb10 entry (configs/hardware.yaml)
     )

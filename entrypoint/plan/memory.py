@@ -17,10 +17,13 @@ and linear-attention layers a fixed state per sequence.
 
 On unified memory vLLM's profiling cannot tell the model's memory from the
 rest of the system, so the plan passes an explicit ``--kv-cache-memory-bytes``
-(vLLM 0.32 then skips profiling) and a ``--gpu-memory-utilization`` just large
-enough for weights + KV + allowance: with a KV size set, vLLM uses utilization
-only in its start check, utilization × MemTotal <= available memory (vLLM
-reads MemAvailable on an integrated GPU).
+(vLLM 0.32 then skips profiling). With a KV size set, vLLM uses utilization only
+in its start check, ``ceil(total × utilization) <= free`` (vLLM reads MemAvailable
+on an integrated GPU), and it reads that after its API server, engine core and
+CUDA context exist (the device's ``precheck_bytes``). So the launcher sets the
+utilization at start (:func:`start_utilization`): MemAvailable at the memory
+guard less that pre-check use, as a share of the total, to 1/10,000 and rounded
+down. The plan shows the value it would be at the budget.
 """
 
 from __future__ import annotations
@@ -71,6 +74,9 @@ class MemoryInputs:
     prefix_caching: bool = True  # vLLM's default; for linear attention it selects "align" mode
     nodes: int = 1  # Sparks the engine spans (CLUSTER_NODES): each holds 1/nodes of weights and KV
     parallel: str = "tensor"  # tensor: the nodes read their shares at once; pipeline: one after another
+    measured_non_kv: int | None = None  # an earlier start's memory beyond weights and KV, with margin
+    measured_precheck: int | None = None  # an earlier start's pre-check use, with margin
+    measured_source: str = ""  # "measured <date> (start <id>)"
 
 
 @dataclass(frozen=True)
@@ -103,6 +109,9 @@ class MemoryPlan:
     expert_share: float = 0.0  # experts per token ÷ experts: one sequence's share
     speculative_tokens: int = 0  # MTP draft tokens per step
     block_tokens: int = BLOCK_TOKENS  # vLLM's attention block (raised for linear-attention state)
+    precheck_bytes: int = 0  # what vLLM holds when its start check reads free memory
+    utilization_at_start: bool = False  # the launcher sets it from MemAvailable at the guard
+    allowance_source: str = "hardware table"  # or "measured <date> (start <id>)"
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -165,6 +174,18 @@ def per_token_and_sequence(
         )
         per_sequence += shape.sliding_layers * (_cdiv(held, block) + 1) * block * per_layer
     return layers * per_layer, per_sequence, pages
+
+
+def start_utilization(available: int, precheck: int, total: int) -> float:
+    """The utilization that passes vLLM's start check, ``ceil(total × u) <= free``, when
+    ``available`` bytes are free before the engine starts and it holds ``precheck`` of
+    them by its check: (available − precheck) ÷ total to 1/10,000, rounded down (at
+    least 1/10,000, at most 1)."""
+    room = max(available - precheck, 0)
+    steps = min((room * UTILIZATION_STEPS) // total, UTILIZATION_STEPS)
+    if steps > 1 and math.ceil(total * (steps / UTILIZATION_STEPS)) > room:
+        steps -= 1  # vLLM multiplies in floating point
+    return max(steps, 1) / UTILIZATION_STEPS
 
 
 def allowance(shape: ModelShape, device: Device, seqs: int, tokens: int) -> int:
@@ -262,6 +283,9 @@ def plan_memory(device: Device, inputs: MemoryInputs) -> MemoryPlan:
     tensor = inputs.parallel == "tensor"
     ceiling_nodes, ceiling_kv = (nodes, per_token) if tensor else (1, whole_token)
     extra = allowance(shape, device, inputs.max_num_seqs, inputs.max_num_batched_tokens)
+    if inputs.measured_non_kv is not None:
+        extra = inputs.measured_non_kv
+    precheck = device.precheck_bytes if inputs.measured_precheck is None else inputs.measured_precheck
     budget, basis = _budget(device, inputs)
     one_sequence = inputs.max_model_len * per_token + per_seq
     needed = weights_bytes + extra + one_sequence
@@ -280,16 +304,13 @@ def plan_memory(device: Device, inputs: MemoryInputs) -> MemoryPlan:
     else:
         kv_cache = room
     # On shared memory utilization only gates vLLM's start check once the KV size is
-    # given (by the plan or by the user): just large enough, to 1/10,000.
+    # given (by the plan or by the user): set at start from what is available then.
     derive = (explicit or inputs.kv_cache_memory_bytes is not None) and (
         device.memory != "dedicated" and not inputs.utilization_is_users
     )
     utilization: float | None = None
     if derive and device.total_bytes:
-        share = (weights_bytes + extra + kv_cache) / device.total_bytes
-        utilization = min(
-            max(math.ceil(share * UTILIZATION_STEPS) / UTILIZATION_STEPS, 1 / UTILIZATION_STEPS), 1.0
-        )
+        utilization = start_utilization(budget, precheck, device.total_bytes)
     return MemoryPlan(
         hardware=device.key,
         memory_kind=device.memory,
@@ -321,6 +342,9 @@ def plan_memory(device: Device, inputs: MemoryInputs) -> MemoryPlan:
         expert_share=shape.experts_per_token / shape.num_experts if shape.num_experts else 0.0,
         speculative_tokens=inputs.num_speculative_tokens if inputs.mtp else 0,
         block_tokens=pages.block_tokens,
+        precheck_bytes=precheck,
+        utilization_at_start=utilization is not None and device.memory == "unified",
+        allowance_source=inputs.measured_source if inputs.measured_non_kv is not None else "hardware table",
     )
 
 

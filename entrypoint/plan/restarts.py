@@ -108,12 +108,19 @@ def remember(history: Sequence[StartRecord], record: StartRecord) -> list[dict[s
 def start_need_bytes(memory: MemoryPlan, utilization: float | None) -> int:
     """Memory that must be available before the engine is started.
 
-    vLLM refuses to start on a GPU when less than utilization × total is free
-    (``request_memory``), so that is the need whenever a GPU is planned; on the
-    host (the CPU build) it is weights + KV cache + allowance.
+    vLLM refuses to start on a GPU when less than ``ceil(utilization × total)`` is
+    free at its check (``request_memory``), which it reads once its own processes
+    hold ``precheck_bytes``: so that much more. Where the launcher sets the
+    utilization at start (unified memory, :func:`~entrypoint.plan.memory.start_utilization`)
+    the check passes by construction, and the need is weights + KV cache + the
+    allowance (or the pre-check use, where that is larger), as on the host (the CPU
+    build, whose explicit KV size skips its check).
     """
     own = memory.weights_bytes + memory.kv_cache_bytes + memory.allowance_bytes
     if memory.memory_kind == "host":
         return own
+    if memory.utilization_at_start:
+        return max(own, memory.weights_bytes + memory.kv_cache_bytes + memory.precheck_bytes)
     util = utilization if utilization is not None else VLLM_DEFAULT_UTILIZATION
-    return max(math.ceil(memory.device_bytes * util), own if memory.memory_kind == "unified" else 0)
+    checked = math.ceil(memory.device_bytes * util) + memory.precheck_bytes
+    return max(checked, own if memory.memory_kind == "unified" else 0)

@@ -11,6 +11,7 @@ from typing import Any
 from ..errors import MemoryTooSmallError
 from ..meta import WeightSizes
 from .hardware import GIB, Device
+from .measured import Applied
 from .memory import MemoryInputs, MemoryPlan, budget, vllm_default_batching, what_would_fit
 from .resolve import Plan, Setting
 from .shape import ModelShape, model_shape
@@ -35,7 +36,9 @@ def plan_budget(plan: Plan, device: Device) -> int:
     return budget(device, *_budget_terms(plan, device))[0]
 
 
-def memory_inputs(plan: Plan, device: Device, config: dict[str, Any], weights: WeightSizes) -> MemoryInputs:
+def memory_inputs(
+    plan: Plan, device: Device, config: dict[str, Any], weights: WeightSizes, measured: Applied | None = None
+) -> MemoryInputs:
     shape: ModelShape = model_shape(config)
     seqs, tokens = vllm_default_batching(device)
     spec = plan.value("speculative_config") or {}
@@ -57,6 +60,9 @@ def memory_inputs(plan: Plan, device: Device, config: dict[str, Any], weights: W
         reserve_bytes=reserve,
         nodes=int(plan.value("cluster_nodes") or 1),
         parallel=str(plan.value("cluster_parallel") or "tensor"),
+        measured_non_kv=measured.non_kv_bytes if measured else None,
+        measured_precheck=measured.precheck_bytes if measured else None,
+        measured_source=measured.source if measured else "",
     )
 
 
@@ -83,12 +89,13 @@ def apply_memory(plan: Plan, memory: MemoryPlan) -> Plan:
         )
     current = plan.settings.get("gpu_memory_utilization")
     if memory.gpu_memory_utilization is not None and (current is None or current.source not in _USERS):
+        when = (
+            f"set at start to (MemAvailable − {memory.precheck_bytes / GIB:.1f} GiB vLLM holds by its "
+            "start check) ÷ total, so the check passes; this is its value at the budget"
+            if memory.utilization_at_start
+            else "passes vLLM's start check"
+        )
         plan = plan.with_setting(
-            "gpu_memory_utilization",
-            Setting(
-                memory.gpu_memory_utilization,
-                "plan",
-                f"{why}, weights + KV + allowance (passes vLLM's start check)",
-            ),
+            "gpu_memory_utilization", Setting(memory.gpu_memory_utilization, "plan", f"{why}, {when}")
         )
     return plan

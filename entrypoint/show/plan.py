@@ -8,6 +8,7 @@ import shlex
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from ..plan.measured import Calibration, compare
 from ..plan.memory import MemoryPlan
 from ..plan.options import OPTIONS
 from ..plan.redact import REDACTED, shown_value
@@ -24,6 +25,39 @@ def _shown(name: str, value: Any) -> Any:
     return REDACTED if name in _SECRET_SETTINGS else shown_value(value)
 
 
+def _figure(value: float, unit: str) -> str:
+    if unit == "bytes":
+        return _gb(value)
+    return f"{value:,.0f} tokens" if unit == "tokens" else f"{value:.2f}x"
+
+
+def measured_doc(plan: Plan, calibration: Calibration | None) -> dict[str, Any] | None:
+    """Planned against measured at the newest start of this plan (None: never measured)."""
+    from ..plan.chain import start_key
+
+    if calibration is None:
+        return None
+    newest = calibration.newest(start_key(plan, calibration.vllm))
+    if newest is None:
+        return None
+    rows = compare(newest)
+    return {
+        "start_id": newest.start_id,
+        "date": newest.date,
+        "at": newest.at,
+        "figures": [
+            {"figure": r.figure, "planned": r.planned, "measured": r.measured, "unit": r.unit, "off": r.off}
+            for r in rows
+        ],
+        "warnings": [
+            f"{r.figure}: planned {_figure(r.planned, r.unit)}, measured {_figure(r.measured, r.unit)} "
+            f"({r.measured / r.planned - 1:+.0%})"
+            for r in rows
+            if r.warn
+        ],
+    }
+
+
 def plan_document(
     plan: Plan,
     env: Mapping[str, str],
@@ -31,6 +65,7 @@ def plan_document(
     note: str | None = None,
     derived: Derived | None = None,
     cluster: ClusterPlan | None = None,
+    calibration: Calibration | None = None,
 ) -> dict[str, Any]:
     from ..plan.command import build_command, shown_argv
 
@@ -55,6 +90,7 @@ def plan_document(
         },
         "memory": memory.to_json() if memory else None,
         "memory_note": note,
+        "measured": measured_doc(plan, calibration),
         "profile": plan.profile.name if plan.profile else None,
         "profile_file": str(plan.profile.path) if plan.profile and not plan.profile.derived_from else None,
         "derived": None if derived is None else derived.summary(),
@@ -97,6 +133,7 @@ def print_plan(doc: dict[str, Any]) -> None:
         fp4 = "native FP4" if hw["native_fp4"] else "not native FP4: NVFP4 runs weight-only (Marlin)"
         print(f"hardware: {hw['key']} ({hw['name']}; {hw['memory']} memory; {fp4}) [{hw['source']}]")
     _print_memory(doc.get("memory"), doc.get("memory_note"))
+    _print_measured(doc.get("measured"))
     cluster = doc.get("cluster")
     if cluster:
         print(
@@ -125,7 +162,7 @@ def _print_memory(memory: dict[str, Any] | None, note: str | None) -> None:
     rows = [
         ("budget", f"{_gb(memory['budget_bytes'])}  ({memory['budget_basis']})"),
         ("weights", f"{_gb(memory['weights_bytes'])}  ({memory['weights_source']})"),
-        ("allowance", f"{_gb(memory['allowance_bytes'])}  (runtime overhead, activations, sampler)"),
+        ("allowance", f"{_gb(memory['allowance_bytes'])}  ({_allowance_basis(memory)})"),
         (
             "KV per token",
             f"{memory['kv_bytes_per_token']:,} B"
@@ -151,8 +188,30 @@ def _print_memory(memory: dict[str, Any] | None, note: str | None) -> None:
         ),
         ("fits", "yes" if memory["fits"] else f"NO: needs {_gb(memory['needed_bytes'])}"),
     ]
+    if memory.get("utilization_at_start"):
+        rows.append(
+            ("start check", f"utilization set at start: (MemAvailable − {_gb(memory['precheck_bytes'])} "
+             "vLLM holds by its check) ÷ total, rounded down to 1/10,000")
+        )  # fmt: skip
     if note:
         rows.insert(0, ("checkpoint", note))
     print("memory:")
     for name, value in rows:
         print(f"  {name:<15} {value}")
+
+
+def _allowance_basis(memory: dict[str, Any]) -> str:
+    source = memory.get("allowance_source") or "hardware table"
+    if source.startswith("measured"):
+        return f"{source}: what the engine held beyond weights and KV, + 10 %"
+    return "runtime overhead, activations, sampler"
+
+
+def _print_measured(measured: dict[str, Any] | None) -> None:
+    if not measured:
+        return
+    print(f"measured: start {measured['start_id']} ({measured['date']}), planned against measured")
+    for row in measured["figures"]:
+        planned, got = _figure(row["planned"], row["unit"]), _figure(row["measured"], row["unit"])
+        flag = "  WARNING: more than 10 % apart" if row["off"] > 0.10 else ""
+        print(f"  {row['figure']:<34} planned {planned}, measured {got}{flag}")

@@ -5,6 +5,7 @@ rewrites, the halt, and the wake-up by ``spark-serve reset``."""
 from __future__ import annotations
 
 import json
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -18,6 +19,7 @@ from entrypoint.launch.guard import Runtime
 from entrypoint.launch.reset import reset
 from entrypoint.launch.run import launch
 from entrypoint.plan.hardware import load_table
+from entrypoint.plan.measured import with_margin
 from entrypoint.plan.profile import Catalog
 from entrypoint.plan.resolve import Plan, resolve
 from tests.conftest import PROFILES
@@ -169,3 +171,64 @@ def test_memory_wait_zero_skips_the_guard(tmp_path: Path) -> None:
             runtime=Runtime(meminfo=meminfo, nvml=gb10_nvml, poll_s=0.05),
         )
     assert len(fake.calls) == 1
+
+
+def _flag(argv: list[str], flag: str) -> str:
+    return argv[argv.index(flag) + 1]
+
+
+def test_the_utilization_is_set_at_start_from_memavailable_less_the_pre_check_use(tmp_path: Path) -> None:
+    """vLLM compares ceil(total × utilization) with MemAvailable read once its own processes
+    hold 3 GiB (a Spark's figure): the argv carries what passes at this moment, to 1/10,000."""
+    meminfo = tmp_path / "meminfo"
+    meminfo.write_text(meminfo_text(100))
+    plan, env = gb10_plan(tmp_path, meminfo)
+    meminfo.write_text(meminfo_text(61.5))  # another tenant holds some of it now
+    fake = Exec()
+    with pytest.raises(SystemExit):
+        launch(offline_chain(plan), env, execvpe=fake, runtime=Runtime(meminfo=meminfo, nvml=gb10_nvml))
+    ((_, argv, _),) = fake.calls
+    total, available = TOTAL_KB * 1024, int(61.5 * GIB)
+    util = float(_flag(argv, "--gpu-memory-utilization"))
+    assert util == (available - 3 * GIB) * 10_000 // total / 10_000  # rounded down
+    assert math.ceil(total * util) <= available - 3 * GIB  # vLLM's own check passes
+    recorded = state(tmp_path)
+    assert recorded["argv"] == argv and recorded["calibration"]["available_at_start"] == available
+
+
+def test_a_start_vllm_refused_at_its_check_measures_the_pre_check_use_for_the_next(tmp_path: Path) -> None:
+    """The log keeper kept vLLM's refusal ("Free memory on device … on startup"); the next
+    launch folds it into the calibration store and starts with that figure (+ margin)."""
+    meminfo = tmp_path / "meminfo"
+    meminfo.write_text(meminfo_text(100))
+    plan, env = gb10_plan(tmp_path, meminfo)
+    fake = Exec()
+    with pytest.raises(SystemExit):
+        launch(offline_chain(plan), env, execvpe=fake, runtime=Runtime(meminfo=meminfo, nvml=gb10_nvml))
+    first = state(tmp_path)
+    log = tmp_path / "state" / "starts" / f"{first['start_id']}.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    # 9 GiB held by the check, not 3 (MiaAI-Lab/GLM-5.3-Flash-EXL3-2x-DGX-Sparks#47)
+    log.write_text(
+        "(EngineCore_DP0 pid=7) ERROR ValueError: Free memory on device cuda:0 (91.0/128.0 GiB) on "
+        "startup is less than desired GPU memory utilization (0.7578, 97.0 GiB).\n"
+    )
+    again, env = gb10_plan(tmp_path, meminfo)
+    chain = planned_chain_with_store(again, tmp_path)
+    assert chain.memory is not None and chain.memory.precheck_bytes == with_margin(9 * GIB)
+    fake = Exec()
+    with pytest.raises(SystemExit):
+        launch(chain, env, execvpe=fake, runtime=Runtime(meminfo=meminfo, nvml=gb10_nvml))
+    ((_, argv, _),) = fake.calls
+    util = float(_flag(argv, "--gpu-memory-utilization"))
+    assert math.ceil(TOTAL_KB * 1024 * util) <= 100 * GIB - 9 * GIB  # what vLLM's check saw
+    stored = json.loads((tmp_path / "state" / "calibration.json").read_text())["entries"]
+    ((row,),) = stored.values()
+    assert row["start_id"] == first["start_id"] and row["precheck_bytes"] == 9 * GIB
+
+
+def planned_chain_with_store(plan: Plan, tmp_path: Path) -> Any:
+    from entrypoint.inputs.gather import Reading, chained
+    from entrypoint.inputs.measured import read_calibration
+
+    return chained(plan, Reading(offline=True, retries=0), read_calibration(tmp_path / "state"))

@@ -3,13 +3,14 @@ dimensions, built with transformers' own config classes."""
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import pytest
 
 from entrypoint.meta import WeightSizes
 from entrypoint.plan.hardware import GB, GIB, load_table, named_device
-from entrypoint.plan.memory import MemoryInputs, plan_memory, what_would_fit
+from entrypoint.plan.memory import MemoryInputs, plan_memory, start_utilization, what_would_fit
 from entrypoint.plan.shape import model_shape, split_weights
 
 TABLE = load_table()
@@ -131,9 +132,10 @@ def test_qwen3_dense_on_a_spark_takes_the_unified_budget_less_the_reserve() -> N
     assert plan.kv_cache_tokens == room // 73728
     assert plan.max_concurrent_sequences == room // (32768 * 73728)
     assert plan.explicit_kv and plan.fits
-    # utilization just covers weights + KV + allowance, so vLLM's start check passes
-    expected = (plan.weights_bytes + plan.kv_cache_bytes + plan.allowance_bytes) / total
-    assert expected <= plan.gpu_memory_utilization < expected + 0.011
+    # utilization is set at start from MemAvailable less vLLM's pre-check use (3 GiB on a
+    # Spark); at the budget it is (budget − 3 GiB) ÷ total, rounded down to 1/10,000
+    assert plan.utilization_at_start and plan.precheck_bytes == 3 * GIB
+    assert plan.gpu_memory_utilization == (plan.budget_bytes - 3 * GIB) * 10_000 // total / 10_000
     # decode ceiling: 273 GB/s ÷ 2.9 GB of weights read per token
     assert plan.decode_ceiling_tokens_per_s == pytest.approx(273 / 2.9, rel=1e-3)
 
@@ -206,17 +208,32 @@ def test_a_users_utilization_wins_on_unified_memory() -> None:
     assert plan.budget_bytes == int(0.5 * 130.66 * GB) and not plan.explicit_kv
 
 
-def test_a_users_kv_size_without_a_utilization_gets_one_just_large_enough() -> None:
+def test_a_users_kv_size_without_a_utilization_gets_one_set_at_start() -> None:
     kv = 20 * GIB
     plan = plan_memory(GB10, inputs(qwen3_4b(), WeightSizes(3 * GB), kv_cache_memory_bytes=kv))
     assert not plan.explicit_kv and plan.kv_cache_bytes == kv  # the user's size is passed as given
-    share = (plan.weights_bytes + kv + plan.allowance_bytes) / plan.device_bytes
-    assert plan.gpu_memory_utilization is not None
-    assert share <= plan.gpu_memory_utilization < share + 1e-4  # to 1/10,000, never below the need
+    assert plan.utilization_at_start and plan.gpu_memory_utilization is not None
     assert plan.gpu_memory_utilization == round(plan.gpu_memory_utilization, 4)
     users = plan_memory(GB10, inputs(qwen3_4b(), WeightSizes(3 * GB), kv_cache_memory_bytes=kv,
                                      utilization=0.5, utilization_is_users=True))  # fmt: skip
-    assert users.gpu_memory_utilization is None  # the user's own utilization stays
+    assert users.gpu_memory_utilization is None and not users.utilization_at_start  # the user's stays
+
+
+@pytest.mark.parametrize("total", [int(130.66 * GB), 121 * GIB + 12_345, 16 * GB, 7])
+@pytest.mark.parametrize("available", [0, 1, 2 * GIB, 60 * GIB + 999, 117 * GIB, 10**12])
+def test_the_start_utilization_passes_vllms_check_and_is_the_largest_that_does(
+    total: int, available: int
+) -> None:
+    """vLLM 0.32 (v1/worker/utils.py request_memory): math.ceil(total * u) <= free, with
+    free read once its processes hold the pre-check use."""
+    precheck = 3 * GIB
+    util = start_utilization(available, precheck, total)
+    assert util == round(util, 4) and 1e-4 <= util <= 1
+    free = available - precheck
+    if math.ceil(total * 1e-4) <= free:
+        assert math.ceil(total * util) <= free
+        if util < 1:
+            assert math.ceil(total * (util + 1e-4)) > free  # rounded down, not further
 
 
 def test_what_does_not_fit_gets_suggestions_that_would() -> None:

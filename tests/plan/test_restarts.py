@@ -103,10 +103,22 @@ def plan(kind: str, device: int, weights: int, kv: int, allowance: int) -> Memor
 
 
 def test_start_need_is_vllms_own_start_check_on_a_gpu() -> None:
-    # vLLM's request_memory: utilization × total must be free (MemAvailable on GB10).
+    # vLLM's request_memory: utilization × total must be free (MemAvailable on GB10) once
+    # its own processes hold the pre-check use.
     gb10 = plan("unified", 128_000_000_000, 20_000_000_000, 30_000_000_000, 7_000_000_000)
-    assert start_need_bytes(gb10, 0.45) == 57_600_000_000
+    gb10 = dataclasses.replace(gb10, precheck_bytes=3_000_000_000)
+    assert start_need_bytes(gb10, 0.45) == 57_600_000_000 + 3_000_000_000  # the user's utilization
+    assert start_need_bytes(dataclasses.replace(gb10, utilization_at_start=True), 0.45) == 57_000_000_000
     h100 = plan("dedicated", 80_000_000_000, 10, 10, 10)
     assert start_need_bytes(h100, None) == 73_600_000_000  # vLLM 0.32's default 0.92
     host = plan("host", 16_000_000_000, 1_000, 2_000, 3_000)
     assert start_need_bytes(host, 0.9) == 6_000
+
+
+def test_a_pre_check_use_above_the_allowance_raises_the_need_where_set_at_start() -> None:
+    big = dataclasses.replace(
+        plan("unified", 128_000_000_000, 20_000_000_000, 30_000_000_000, 7_000_000_000),
+        precheck_bytes=9_000_000_000,  # 8-9 GiB on some GB10 kernel and driver pairs
+        utilization_at_start=True,
+    )
+    assert start_need_bytes(big, None) == 59_000_000_000
