@@ -53,6 +53,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/sidecar.py
 	$(BIN)/python benchmarks/stack_throughput.py
 	$(BIN)/python benchmarks/image.py
+	$(BIN)/python benchmarks/precheck.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info
