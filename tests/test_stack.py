@@ -160,7 +160,7 @@ def test_monitoring_profile_scrapes_the_sidecar_and_loads_the_rules(stack: Stack
             return False
         return any(t["health"] == "up" and t["labels"]["job"] == "spark-serve" for t in targets)
 
-    stack.wait(target_up, 90, "Prometheus scraping the sidecar")
+    stack.wait(target_up, 90, "Prometheus scraping the sidecar", "prometheus", "sidecar")
     rules = json.loads(get(url + "/api/v1/rules")[1])["data"]["groups"]
     names = {rule["name"] for group in rules for rule in group["rules"]}
     assert {"SparkServeEngineHung", "SparkServeEngineHealed"} <= names

@@ -1,13 +1,19 @@
 """The log keeper: the engine's own memory figures, kept on the state volume.
 
-Just before exec the launcher forks a keeper and points its stdout and stderr at
-two pipes. The keeper copies every byte on to where they went before (the
-container's log, unchanged) and appends the lines vLLM says its memory figures in
+Just before exec the launcher starts a keeper (``python3 -m entrypoint.launch.keeper
+<log>``, so ``ps`` names it) and points its own stdout and stderr at two pipes. The
+keeper copies every byte on to where they went before (the container's log,
+unchanged) and appends the lines vLLM says its memory figures in
 (:data:`entrypoint.engine.logfigures.KEPT`: a few lines a start) to
-``STATE_DIR/starts/<start id>.log``. The engine stays this process (exec), so the
-container runtime's signals still reach vLLM itself; the keeper ignores SIGTERM,
-SIGINT and SIGHUP, so the engine's last lines get through, and ends when both pipes
-close (the engine and its children have exited).
+``STATE_DIR/starts/<start id>.log``.
+
+The engine stays this process (exec), so the container runtime's signals still reach
+vLLM itself. The keeper is not the engine's child (started through an intermediate
+process that exits) and has its own session, so neither vLLM's shutdown of its
+process tree nor the sidecar's signals to the engine's family reach it; it ignores
+SIGTERM, SIGINT and SIGHUP, gets the engine's last lines (the stacks a heal asks
+for among them), and ends when both pipes close: the engine and its children have
+exited. It runs with an empty environment: it needs none of the engine's settings.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ import contextlib
 import os
 import selectors
 import signal
+import sys
 from pathlib import Path
 from typing import BinaryIO
 
@@ -25,28 +32,38 @@ _CHUNK = 1 << 16
 _LONGEST_LINE = 1 << 16  # a longer line (a tensor dump) is copied on, not matched
 
 
-def keep_figures(path: Path) -> int:
-    """Fork the keeper for this process's stdout and stderr; its PID."""
+def keep_figures(path: Path) -> None:
+    """Start the keeper for this process's stdout and stderr (see the module docstring)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     pipes = [os.pipe() for _ in (1, 2)]
-    pid = os.fork()
-    if pid == 0:  # pragma: no cover - the keeper's own process (tests run it for real)
-        code = 0
+    outputs = [os.dup(1), os.dup(2)]  # where the engine's output went until now
+    middle = os.fork()
+    if middle == 0:  # pragma: no cover - runs in the forked process (tested for real)
         try:
-            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-                signal.signal(sig, signal.SIG_IGN)
-            for _, write in pipes:
-                os.close(write)
-            _copy({read: fd for (read, _), fd in zip(pipes, (1, 2), strict=True)}, path)
-        except BaseException:
-            code = 1
+            os.setsid()
+            if os.fork() == 0:
+                for _, write in pipes:
+                    os.close(write)
+                pairs = [f"{read}:{out}" for (read, _), out in zip(pipes, outputs, strict=True)]
+                for fd in (*(read for read, _ in pipes), *outputs):
+                    os.set_inheritable(fd, True)
+                os.execve(sys.executable, [sys.executable, "-m", __name__, str(path), *pairs], {})
         finally:
-            os._exit(code)
+            os._exit(0)
+    os.waitpid(middle, 0)
     for fd, (read, write) in zip((1, 2), pipes, strict=True):
         os.close(read)
         os.dup2(write, fd)
         os.close(write)
-    return pid
+    for out in outputs:
+        os.close(out)
+
+
+def main(argv: list[str]) -> None:
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_IGN)
+    pipes = {int(read): int(out) for read, out in (pair.split(":") for pair in argv[1:])}
+    _copy(pipes, Path(argv[0]))
 
 
 def _copy(pipes: dict[int, int], path: Path) -> None:
@@ -84,3 +101,7 @@ def _keep(kept: BinaryIO, line: bytes) -> None:
     if text and KEPT.search(text):
         with contextlib.suppress(OSError):  # a full volume: the engine serves on
             kept.write(text.encode() + b"\n")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

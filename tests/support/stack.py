@@ -74,11 +74,12 @@ class Stack:
         except (OSError, urllib.error.URLError):
             return False
 
-    def wait(self, condition: Callable[[], bool], seconds: float, what: str) -> None:
+    def wait(self, condition: Callable[[], bool], seconds: float, what: str, *services: str) -> None:
+        """Until ``condition``; past ``seconds``, fail with the logs of ``services`` (all)."""
         deadline = time.monotonic() + seconds
         while not condition():
             if time.monotonic() > deadline:
-                logs = self.compose("logs", "--no-color", "--tail", "60", check=False).stdout
+                logs = self.compose("logs", "--no-color", "--tail", "60", *services, check=False).stdout
                 raise AssertionError(f"not within {seconds}s: {what}\n{logs[-6000:]}")
             time.sleep(0.5)
 
