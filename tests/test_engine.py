@@ -15,7 +15,14 @@ from typing import Any
 import pytest
 
 from tests.conftest import clean_env
-from tests.support.engine import CPU_ENGINE, CPU_ENGINE_ENV, Engine, free_port, http_json, launched
+from tests.support.engine import (
+    ONE_PROCESS_ENGINE,
+    ONE_PROCESS_ENGINE_ENV,
+    Engine,
+    free_port,
+    http_json,
+    launched,
+)
 
 pytestmark = pytest.mark.engine
 
@@ -98,8 +105,8 @@ def test_launch_serves_each_checkpoint_format(
         HOST="127.0.0.1",
         MAX_MODEL_LEN="512",
         STATE_DIR=str(tmp_path / "state"),
-        ENGINE_COMMAND=CPU_ENGINE,
-        **CPU_ENGINE_ENV,
+        ENGINE_COMMAND=ONE_PROCESS_ENGINE,
+        **ONE_PROCESS_ENGINE_ENV,
         **extra,
     )
     headers: dict[str, str] = {}

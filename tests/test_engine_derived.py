@@ -15,7 +15,7 @@ import pytest
 
 from entrypoint.engine.keyguard import OPEN_PATHS
 from tests.support.downloads import hub_env
-from tests.support.engine import CPU_ENGINE, CPU_ENGINE_ENV, free_port, http_json, launched
+from tests.support.engine import ONE_PROCESS_ENGINE, ONE_PROCESS_ENGINE_ENV, free_port, http_json, launched
 from tests.support.hub import Hub
 from tests.test_engine import DETECTED, assert_kv_capacity_matches_the_plan, chat
 
@@ -81,8 +81,8 @@ def test_any_checkpoint_on_the_hub_serves_with_no_profile(
             PORT=str(port),
             HOST="127.0.0.1",
             MAX_NUM_SEQS="4",
-            ENGINE_COMMAND=CPU_ENGINE,
-            **CPU_ENGINE_ENV,
+            ENGINE_COMMAND=ONE_PROCESS_ENGINE,
+            **ONE_PROCESS_ENGINE_ENV,
             **extra,
         )
         served = extra.get("SERVED_MODEL_NAME", f"Tiny-{fmt}")

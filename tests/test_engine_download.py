@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.downloads import hub_env
-from tests.support.engine import CPU_ENGINE, CPU_ENGINE_ENV, free_port, http_json, launched
+from tests.support.engine import ONE_PROCESS_ENGINE, ONE_PROCESS_ENGINE_ENV, free_port, http_json, launched
 from tests.support.hub import Hub
 
 pytestmark = pytest.mark.engine
@@ -34,8 +34,8 @@ def test_first_launch_downloads_and_serves_second_fetches_no_weights(
             PORT=str(free_port()),
             HOST="127.0.0.1",
             MAX_MODEL_LEN="512",
-            ENGINE_COMMAND=CPU_ENGINE,
-            **CPU_ENGINE_ENV,
+            ENGINE_COMMAND=ONE_PROCESS_ENGINE,
+            **ONE_PROCESS_ENGINE_ENV,
         )
         with launched(env, tmp_path / "first.log") as engine:
             assert ask(engine.url) in ("length", "stop")
