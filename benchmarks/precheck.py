@@ -36,8 +36,8 @@ def available_now() -> int:
 
 
 def one_start(ckpt: Path) -> float | None:
-    argv = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--enforce-eager", "--model", str(ckpt),
-            "--max-model-len", "512", "--port", str(free_port()), "--host", "127.0.0.1",
+    argv = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--enforce-eager",
+            "--model", str(ckpt), "--max-model-len", "512", "--port", str(free_port()), "--host", "127.0.0.1",
             "--gpu-memory-utilization", "0.9999"]  # fmt: skip
     before = available_now()
     done = subprocess.run(argv, env=clean_env(**CPU_ENGINE_ENV), capture_output=True, text=True, timeout=300)
