@@ -76,15 +76,16 @@ def read_calibration(state_dir: str | Path | None) -> Calibration | None:
     return Calibration(installed_vllm(), entries) if entries else None
 
 
-def fold_previous(state_dir: str | Path) -> None:
-    """Keep what the previous start measured, before this launch replaces its state;
-    and only the newest of the log keeper's files. A read-only STATE_DIR keeps nothing."""
-    found = current(state_dir)
+def fold_previous(state_dir: str | Path, calibration: Calibration | None) -> None:
+    """Keep what the previous start measured (``calibration``, read by this launch's plan,
+    holds it beside the store), before this launch replaces its state; and only the newest
+    of the log keeper's files. A read-only STATE_DIR keeps nothing."""
     with contextlib.suppress(StateUnwritableError, OSError):
-        if found is not None:
+        if calibration is not None:
             with locked(state_dir, CALIBRATION_FILE):
-                entries = _with(_stored(state_dir), found)
-                doc: dict[str, Any] = {"entries": {k: [m.to_json() for m in v] for k, v in entries.items()}}
+                doc: dict[str, Any] = {
+                    "entries": {k: [m.to_json() for m in v] for k, v in calibration.entries.items()}
+                }
                 write_document(state_dir, CALIBRATION_FILE, doc)
         logs = sorted((Path(state_dir) / STARTS_DIR).glob("*.log"), key=lambda p: p.stat().st_mtime)
         for old in logs[:-KEEP_LOGS]:

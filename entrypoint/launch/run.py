@@ -238,11 +238,11 @@ def at_start(
     return Prepared(plan, _command(plan, ready.found["model_path"], environ, cluster), memory, ready.found)
 
 
-def calibration_facts(ready: Prepared, available: int | None) -> dict[str, Any]:
+def calibration_facts(ready: Prepared, available: int | None, vllm: str) -> dict[str, Any]:
     """What the next plan needs to measure this start by (:mod:`entrypoint.plan.measured`)."""
     memory = ready.memory
     return {
-        "key": start_key(ready.plan, installed_vllm()),
+        "key": start_key(ready.plan, vllm),
         "hardware": memory.hardware if memory else None,
         "available_at_start": available,
         "planned": memory.to_json() if memory else {},
@@ -324,7 +324,7 @@ def launch(
     """The side effects of the planned chain: download, check, gate, record, exec."""
     plan = chain.plan
     runtime = runtime or Runtime()
-    fold_previous(plan.value("state_dir"))  # what the previous start measured, before its state goes
+    fold_previous(plan.value("state_dir"), chain.calibration)  # before the previous start's state goes
     recorder = StateRecorder(plan)
     try:
         recorder.update("pending")
@@ -361,7 +361,9 @@ def launch(
         start_id=start_id,
         waiting=None,
         error=None,
-        calibration=calibration_facts(ready, available),
+        calibration=calibration_facts(
+            ready, available, chain.calibration.vllm if chain.calibration else installed_vllm()
+        ),
         **ready.found,
         **engine_facts(ready.plan),
     )

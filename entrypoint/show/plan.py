@@ -8,7 +8,7 @@ import shlex
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from ..plan.measured import Calibration, compare
+from ..plan.measured import MARGIN, OFF_BY, Calibration, compare
 from ..plan.memory import MemoryPlan
 from ..plan.options import OPTIONS
 from ..plan.redact import REDACTED, shown_value
@@ -203,7 +203,7 @@ def _print_memory(memory: dict[str, Any] | None, note: str | None) -> None:
 def _allowance_basis(memory: dict[str, Any]) -> str:
     source = memory.get("allowance_source") or "hardware table"
     if source.startswith("measured"):
-        return f"{source}: what the engine held beyond weights and KV, + 10 %"
+        return f"{source}: what the engine held beyond weights and KV, + {MARGIN:.0%}"
     return "runtime overhead, activations, sampler"
 
 
@@ -213,5 +213,5 @@ def _print_measured(measured: dict[str, Any] | None) -> None:
     print(f"measured: start {measured['start_id']} ({measured['date']}), planned against measured")
     for row in measured["figures"]:
         planned, got = _figure(row["planned"], row["unit"]), _figure(row["measured"], row["unit"])
-        flag = "  WARNING: more than 10 % apart" if row["off"] > 0.10 else ""
+        flag = f"  WARNING: more than {OFF_BY:.0%} apart" if row["off"] > OFF_BY else ""
         print(f"  {row['figure']:<34} planned {planned}, measured {got}{flag}")
