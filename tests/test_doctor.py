@@ -18,6 +18,7 @@ from tests.support.downloads import hub_env
 from tests.support.engine import free_port
 from tests.support.hub import Hub
 from tests.support.nvml import FakeNvml
+from tests.support.procs import spawn_execd
 from tests.test_memory_cli import safetensors, wide_llama
 
 REPO_ID = "test/small"
@@ -176,7 +177,6 @@ def test_a_driver_without_cuda_13_fails(tmp_path: Path) -> None:
 def test_doctor_shows_the_last_heal_and_where_its_evidence_is(tmp_path: Path) -> None:
     """A real heal by the sidecar's healer (of a real process), then the real CLI."""
     import asyncio
-    import subprocess
     import sys
 
     import psutil
@@ -186,7 +186,7 @@ def test_doctor_shows_the_last_heal_and_where_its_evidence_is(tmp_path: Path) ->
 
     with small_model_hub() as hub:
         env = env_for(hub, tmp_path, HF_TOKEN="hf_good")
-        engine = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+        engine = spawn_execd([sys.executable, "-c", "import time; time.sleep(60)"])
         launched = {
             "phase": "starting",
             "start_id": "s1",

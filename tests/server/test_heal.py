@@ -25,6 +25,7 @@ from server.heal import (
     records,
     same_command,
 )
+from tests.support.procs import spawn_execd
 
 # Ignores SIGTERM (a hung engine that cannot drain) and has a child, as vLLM's
 # API server has its engine core.
@@ -61,10 +62,13 @@ def test_heal_records_round_trip_and_junk_is_skipped() -> None:
 
 
 def test_a_pid_is_the_engine_only_with_its_start_ticks_and_its_command_line() -> None:
-    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "--api-key", "k"])
+    code = "import time; print(0, flush=True); time.sleep(60)"
+    proc = subprocess.Popen([sys.executable, "-c", code, "--api-key", "k"], stdout=subprocess.PIPE)
     try:
+        assert proc.stdout is not None
+        proc.stdout.readline()  # exec'd: before that, the child's command line is pytest's
         ticks = start_ticks(proc.pid)
-        argv = ["python3", "-c", "import time; time.sleep(60)", "--api-key", "<redacted>"]
+        argv = ["python3", "-c", code, "--api-key", "<redacted>"]
         assert isinstance(ticks, int)
         assert find_engine(proc.pid, ticks, argv) is not None  # the recorded argv is redacted
         assert find_engine(proc.pid, ticks + 1, argv) is None  # a reused PID
@@ -162,11 +166,7 @@ def test_an_engine_deaf_to_sigabrt_is_killed_with_its_children() -> None:
 
 def test_the_healer_signals_once_per_start_and_keeps_its_record(tmp_path: Path) -> None:
     argv = [sys.executable, "-c", "import time; time.sleep(60)"]
-    proc = subprocess.Popen(argv)
-    deadline = time.monotonic() + 30
-    while psutil.Process(proc.pid).cmdline() != argv:  # until the child has exec'd: the launcher's record
-        assert time.monotonic() < deadline
-        time.sleep(0.01)
+    proc = spawn_execd(argv)  # as the launcher records it
     state = {
         "phase": "starting",
         "start_id": "s1",
