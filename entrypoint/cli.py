@@ -104,10 +104,40 @@ def cmd_profiles(env: Mapping[str, str], args: argparse.Namespace) -> int:
     return ExitCode.OK
 
 
+def cmd_plan_stack(env: Mapping[str, str], args: argparse.Namespace) -> int:
+    """``plan`` with ``MODELS``: the set planned together, as a table, JSON or Helm values."""
+    from .inputs.gather import planned
+    from .inputs.stack import plan_stack
+    from .show.stack import print_stack, stack_document
+
+    stack = plan_stack(env, vars(args), lambda e, c: planned(e, c, network=True), refuse=False)
+    if args.format == "helm-values":
+        import yaml
+
+        from .show.helm import CHART, helm_values_for_set, monitoring_files
+
+        image = env.get("SPARK_SERVE_IMAGE") or f"spark-serve:{__version__}"
+        rules, dashboard = monitoring_files(env)
+        members = [(e.chained.plan, e.env, e.chained.memory) for e in stack.engines]
+        values = helm_values_for_set(members, image, args.release, rules, dashboard)
+        print(f"# {CHART} values from `spark-serve plan --format helm-values` (spark-serve {__version__})")
+        print(yaml.safe_dump(values, sort_keys=False), end="")
+        return ExitCode.OK
+    doc = stack_document(stack, option_value(BY_NAME["port"], env, vars(args)))
+    if args.json or args.format == "json":
+        print(json.dumps(doc, indent=2))
+    else:
+        print_stack(doc)
+    return ExitCode.OK
+
+
 def cmd_plan(env: Mapping[str, str], args: argparse.Namespace) -> int:
     from .inputs.gather import planned
+    from .inputs.stack import models_raw
 
     cli = vars(args)
+    if models_raw(env, cli) is not None:
+        return cmd_plan_stack(env, args)
     found = planned(env, cli, network=True)
     if args.format == "helm-values":
         import yaml
@@ -151,9 +181,14 @@ def cmd_check(env: Mapping[str, str], args: argparse.Namespace) -> int:
 
 
 def cmd_launch(env: Mapping[str, str], args: argparse.Namespace) -> int:
+    from .inputs.stack import models_raw
     from .launch.run import launch, planned_or_recorded
 
     check_writable(env)
+    if models_raw(env, vars(args)) is not None:
+        from .launch.stack import launch_stack
+
+        return launch_stack(env, vars(args))  # supervises an engine per model and the router
     launch(planned_or_recorded(env, vars(args)), env)  # replaces this process with vLLM
 
 

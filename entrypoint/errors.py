@@ -47,6 +47,8 @@ class ExitCode(IntEnum):
     CLUSTER_TOKEN = 44  # cluster: no Ray token file, or an unreadable or empty one
     SECRET_UNREADABLE = 45  # a *_FILE secret (API_KEY_FILE, HF_TOKEN_FILE) cannot be read or is empty
     SECRET_EXPOSED = 46  # a secret flag in the extra arguments: on a command line, or in Helm values
+    STACK_INVALID = 47  # MODELS or its stack file names no valid set of models
+    STACK_TOO_SMALL = 48  # the models of MODELS do not fit the device's memory together
     CACHE_UNWRITABLE = 50  # a cache directory (a volume) cannot be written by this user
 
 
@@ -185,11 +187,11 @@ class ModelUnavailableError(SparkServeError, FileNotFoundError):
 class EngineNotFoundError(SparkServeError, FileNotFoundError):
     exit_code = ExitCode.ENGINE_NOT_FOUND
 
-    def __init__(self, command: str) -> None:
-        self.command = command
+    def __init__(self, command: str, variable: str = "ENGINE_COMMAND", what: str = "vLLM") -> None:
+        self.command, self.variable = command, variable
         super().__init__(
-            f"ENGINE_COMMAND: cannot execute '{command}'",
-            fix="install vLLM in this environment or set ENGINE_COMMAND to a working command",
+            f"{variable}: cannot execute '{command}'",
+            fix=f"install {what} in this environment or set {variable} to a working command",
         )
 
 
@@ -213,6 +215,30 @@ class MemoryTooSmallError(SparkServeError, MemoryError):
         super().__init__(
             f"{what} does not fit: needs {_gb(needed)} (weights + one sequence at MAX_MODEL_LEN + "
             f"runtime allowance), the budget is {_gb(budget)} ({basis}); nothing was downloaded",
+            fix="try " + ", or ".join(ideas),
+        )
+
+
+class StackInvalidError(SparkServeError, ValueError):
+    exit_code = ExitCode.STACK_INVALID
+
+    def __init__(self, where: str, detail: str, fix: str) -> None:
+        self.where, self.detail = where, detail
+        super().__init__(f"{where}: {detail}", fix=fix)
+
+
+class StackTooSmallError(SparkServeError, MemoryError):
+    """A set of models that does not fit together: a line per model follows the first."""
+
+    exit_code = ExitCode.STACK_TOO_SMALL
+
+    def __init__(self, needed: int, budget: int, basis: str, lines: list[str], ideas: list[str]) -> None:
+        self.needed, self.budget, self.lines, self.ideas = needed, budget, lines, ideas
+        per_model = "".join(f"\n  {line}" for line in lines)
+        super().__init__(
+            f"MODELS do not fit together: they need {_gb(needed)} (each one's weights, allowance and "
+            f"its floor of sequences), the budget is {_gb(budget)} ({basis}); nothing was downloaded"
+            + per_model,
             fix="try " + ", or ".join(ideas),
         )
 

@@ -90,6 +90,7 @@ FIRST = (
     "tests/test_engine_download.py",
     "tests/cluster/test_two_hosts.py",
     "tests/test_engine.py",
+    "tests/test_models_engine.py",
     "tests/test_sidecar.py",
     "tests/bench/test_bench_engine.py",
     "tests/test_container.py",

@@ -17,7 +17,7 @@ from .checkpoint import CheckpointInfo, describe
 from .command import engine_flags
 from .fit import fit_checkpoint
 from .measured import Calibration, applied, calibration_key
-from .memory import MemoryPlan, plan_memory
+from .memory import MemoryInputs, MemoryPlan, plan_memory
 from .resolve import Plan
 from .sizing import apply_memory, memory_inputs, refuse_unless_fits
 
@@ -34,6 +34,7 @@ class Chained:
     derived: Derived | None = None
     note: str | None = None
     calibration: Calibration | None = None  # what earlier starts measured (STATE_DIR)
+    inputs: MemoryInputs | None = None  # what the memory plan was computed from
 
 
 def info_from(meta: CheckpointMeta, plan: Plan, where: str | None = None) -> CheckpointInfo:
@@ -54,15 +55,22 @@ def memory_for(
     """The memory plan for the device the plan was resolved for (None without one),
     with what an earlier start of it measured; with ``refuse``, a plan that does not
     fit is the typed error."""
+    return sized_for(plan, meta, refuse=refuse, calibration=calibration)[1]
+
+
+def sized_for(
+    plan: Plan, meta: CheckpointMeta, *, refuse: bool, calibration: Calibration | None = None
+) -> tuple[MemoryInputs | None, MemoryPlan | None]:
+    """:func:`memory_for` with the planner's inputs (a set of models plans them together)."""
     device = plan.device
     if device is None:
-        return None
+        return None, None
     measured = applied(calibration, start_key(plan, calibration.vllm)) if calibration else None
     inputs = memory_inputs(plan, device, meta.config, meta.weights, measured)
     memory = plan_memory(device, inputs)
     if refuse:
         refuse_unless_fits(plan, device, inputs, memory)
-    return memory
+    return inputs, memory
 
 
 def _sized(plan: Plan, memory: MemoryPlan | None) -> Plan:
@@ -82,8 +90,8 @@ def fitted(
     yet) and size it; with ``refuse`` a checkpoint that does not fit the device is
     the typed error, before the first weight byte."""
     plan = fit_checkpoint(plan, info_from(meta, plan), weights_required=False)
-    memory = memory_for(plan, meta, refuse=refuse, calibration=calibration)
-    return Chained(_sized(plan, memory), memory, derived, note, calibration)
+    inputs, memory = sized_for(plan, meta, refuse=refuse, calibration=calibration)
+    return Chained(_sized(plan, memory), memory, derived, note, calibration, inputs)
 
 
 def on_disk(chained: Chained, local: CheckpointMeta, directory: str) -> Chained:
@@ -92,5 +100,5 @@ def on_disk(chained: Chained, local: CheckpointMeta, directory: str) -> Chained:
     plan = fit_checkpoint(chained.plan, info_from(local, chained.plan, directory))
     if chained.memory is not None:
         return replace(chained, plan=plan)
-    memory = memory_for(plan, local, refuse=True, calibration=chained.calibration)
-    return replace(chained, plan=_sized(plan, memory), memory=memory)
+    inputs, memory = sized_for(plan, local, refuse=True, calibration=chained.calibration)
+    return replace(chained, plan=_sized(plan, memory), memory=memory, inputs=inputs)

@@ -224,6 +224,14 @@ OPTIONS: tuple[Option, ...] = (
         "profile name, Hub repo id or local checkpoint path",
         shown_default="`qwen3-4b-nvfp4`",
     ),
+    Option(
+        "models",
+        "MODELS",
+        "--models",
+        parse_text,
+        "several models on one device: comma-separated names (as MODEL, or PROFILE:VARIANT) or a stack file",
+        shown_default="unset: MODEL alone",
+    ),
     Option("profile", "PROFILE", "--profile", parse_text, "profile name; MODEL then names the checkpoint"),
     Option(
         "variant",
@@ -352,12 +360,28 @@ OPTIONS: tuple[Option, ...] = (
     Option("host", "HOST", "--host", parse_text, "address the API binds", default="0.0.0.0"),
     Option("port", "PORT", "--port", parse_port, "port the API listens on", default=8000),
     Option(
+        "engine_port",
+        "ENGINE_PORT",
+        "--engine-port",
+        parse_port,
+        "with MODELS: the first engine's port on 127.0.0.1 (the next ones follow); the router takes PORT",
+        default=8100,
+    ),
+    Option(
         "vllm_extra_args",
         "VLLM_EXTRA_ARGS",
         "--vllm-extra-args",
         _args,
         "extra vLLM arguments, split like a shell, appended last",
         default=(),
+    ),
+    Option(
+        "router_command",
+        "ROUTER_COMMAND",
+        "--router-command",
+        _args,
+        "with MODELS: the router's command, split like a shell (vLLM's router in multi-model mode)",
+        default=("vllm-router",),
     ),
     Option(
         "engine_command",

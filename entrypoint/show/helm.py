@@ -10,7 +10,7 @@ memory it needs, and Ray for more than one node.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -262,3 +262,27 @@ def helm_values(
         engine["vllmApiKey"] = {"secretName": SECRET, "secretKey": "api-key"}
     extra = sidecar_objects(release, spec["name"], image, bool(plan.value("api_key")), rules, dashboard)
     return {"servingEngineSpec": engine, "extraObjects": extra}
+
+
+def helm_values_for_set(
+    members: Sequence[tuple[Plan, Mapping[str, str], MemoryPlan | None]],
+    image: str,
+    release: str = "spark-serve",
+    rules: Any = None,
+    dashboard: str | None = None,
+) -> dict[str, Any]:
+    """``MODELS``: one ``modelSpec`` per model (the chart's router routes by the request's
+    model), each with the KV and utilization of the joint plan and a sidecar of its own;
+    the rules and the dashboard once."""
+    each = [helm_values(plan, env, memory, image, release, rules, dashboard) for plan, env, memory in members]
+    values = each[0]
+    values["servingEngineSpec"]["modelSpec"] = [v["servingEngineSpec"]["modelSpec"][0] for v in each]
+    seen: set[tuple[str, str]] = set()
+    objects: list[dict[str, Any]] = []
+    for obj in (o for v in each for o in v["extraObjects"]):
+        key = (obj["kind"], obj["metadata"]["name"])
+        if key not in seen:
+            seen.add(key)
+            objects.append(obj)
+    values["extraObjects"] = objects
+    return values

@@ -1,0 +1,151 @@
+"""MODELS through the real CPU engine: two tiny checkpoints of different formats, an
+engine each, behind vLLM's router on one port (routing by the request's model)."""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+
+from tests.conftest import clean_env
+from tests.support.engine import CPU_ENGINE, CPU_ENGINE_ENV, Engine, free_port, http_json, spawn_launch, stop
+from tests.test_engine import assert_kv_capacity_matches_the_plan, chat
+
+pytestmark = pytest.mark.engine
+
+SERVED = {"plain": "bf16", "fp4": "ct-nvfp4"}  # served name → checkpoint format
+
+
+class Stack:
+    def __init__(self, proc: Any, url: str, log: Path, state: Path) -> None:
+        self.proc, self.url, self.log, self.state = proc, url, log, state
+        self.doc = json.loads((state / "stack.json").read_text())
+
+    def engine_state(self, name: str) -> dict[str, Any]:
+        (entry,) = [e for e in self.doc["engines"] if e["name"] == name]
+        return json.loads((Path(entry["state_dir"]) / "launcher.json").read_text())
+
+    def engine(self, name: str) -> Engine:
+        return Engine(self.proc, f"http://127.0.0.1:{self.engine_state(name)['port']}", self.log)
+
+
+def _routed(url: str, name: str) -> bool:
+    try:
+        return http_json(f"{url}/v1/chat/completions", _body(name), timeout=30)["model"] == name
+    except (urllib.error.URLError, OSError, KeyError):
+        return False
+
+
+def _body(name: str) -> dict[str, Any]:
+    return {"model": name, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 3, "temperature": 0}
+
+
+def wait_routed(stack: Stack, names: list[str], within: float = 300) -> None:
+    deadline = time.monotonic() + within
+    while not all(_routed(stack.url, n) for n in names):
+        assert stack.proc.poll() is None, stack.log.read_text(errors="replace")[-4000:]
+        assert time.monotonic() < deadline, stack.log.read_text(errors="replace")[-4000:]
+        time.sleep(1)
+
+
+@pytest.fixture(scope="module")
+def stack(
+    checkpoint_factory: Callable[[str], Path], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Stack]:
+    home = tmp_path_factory.mktemp("models")
+    models = [
+        {"model": str(checkpoint_factory(fmt)), "settings": {"served_model_name": name, "max_model_len": 512}}
+        for name, fmt in SERVED.items()
+    ]
+    (home / "stack.yaml").write_text(json.dumps({"models": models}))
+    port = free_port()
+    env = clean_env(
+        MODELS=str(home / "stack.yaml"),
+        STATE_DIR=str(home / "state"),
+        HOST="127.0.0.1",
+        PORT=str(port),
+        ENGINE_PORT=str(free_port()),
+        ENGINE_COMMAND=CPU_ENGINE,
+        RESTART_BACKOFF_S="1",
+        ROUTER_COMMAND=str(Path(sys.executable).parent / "vllm-router"),
+        **CPU_ENGINE_ENV,
+    )
+    proc = spawn_launch(env, home / "launch.log")
+    deadline = time.monotonic() + 60
+    while not (home / "state" / "stack.json").exists():
+        assert proc.poll() is None and time.monotonic() < deadline, (home / "launch.log").read_text()
+        time.sleep(0.2)
+    running = Stack(proc, f"http://127.0.0.1:{port}", home / "launch.log", home / "state")
+    try:
+        wait_routed(running, list(SERVED))
+        yield running
+    finally:
+        stop(proc, grace=90)
+
+
+def test_each_model_answers_by_name_plain_and_streamed_and_both_are_listed(stack: Stack) -> None:
+    router = Engine(stack.proc, stack.url, stack.log)
+    for name in SERVED:
+        assert chat(router, name, {})  # the reply names the model (asserted in chat)
+        assert chat(router, name, {}, stream=True)
+    listed = http_json(stack.url + "/v1/models")
+    assert sorted(listed["models"]) == sorted(SERVED)  # the router's listing
+    for name in SERVED:  # each engine serves its own model only
+        assert [m["id"] for m in http_json(stack.engine(name).url + "/v1/models")["data"]] == [name]
+
+
+def test_each_engine_holds_the_joint_plans_kv_share(stack: Stack) -> None:
+    joint = stack.doc["joint"]
+    assert joint["fits"] and [m["name"] for m in joint["models"]] == list(SERVED)
+    for planned in joint["models"]:
+        state = stack.engine_state(planned["name"])
+        assert state["memory"]["kv_cache_bytes"] == planned["kv_cache_bytes"]
+        logs = sorted((stack.state / "models").glob(f"*/starts/{state['start_id']}.log"))
+        assert len(logs) == 1, logs
+        assert_kv_capacity_matches_the_plan(state, logs[0].read_text())
+
+
+def _successes(engine: Engine, name: str) -> float:
+    with urllib.request.urlopen(engine.url + "/metrics", timeout=10) as reply:
+        text = reply.read().decode()
+    pattern = rf'^vllm:request_success_total\{{[^}}]*model_name="{re.escape(name)}"[^}}]*\}} (\S+)$'
+    return sum(float(v) for v in re.findall(pattern, text, re.M))
+
+
+def test_the_counters_move_only_for_the_model_addressed(stack: Stack) -> None:
+    engines = {name: stack.engine(name) for name in SERVED}
+    before = {name: _successes(e, name) for name, e in engines.items()}
+    for _ in range(3):
+        assert http_json(f"{stack.url}/v1/chat/completions", _body("fp4"))["model"] == "fp4"
+    after = {name: _successes(e, name) for name, e in engines.items()}
+    assert after["fp4"] == before["fp4"] + 3 and after["plain"] == before["plain"]
+
+
+def test_an_engine_killed_leaves_the_other_serving_and_comes_back(stack: Stack) -> None:
+    state = stack.engine_state("plain")
+    psutil.Process(state["pid"]).send_signal(signal.SIGKILL)
+    for _ in range(5):  # the other engine answers throughout
+        assert http_json(f"{stack.url}/v1/chat/completions", _body("fp4"))["model"] == "fp4"
+    wait_routed(stack, ["plain"], within=240)
+    assert stack.engine_state("plain")["start_id"] != state["start_id"]  # a new start
+    text = stack.log.read_text(errors="replace")
+    assert "engine plain ended (-9); starting it again" in text and "engine fp4 ended" not in text
+
+
+def test_sigterm_drains_every_engine_and_the_router(stack: Stack) -> None:
+    pids = [stack.engine_state(n)["pid"] for n in SERVED]
+    family = [psutil.Process(p) for p in pids] + psutil.Process(stack.proc.pid).children()
+    stack.proc.send_signal(signal.SIGTERM)
+    assert stack.proc.wait(120) == 0
+    _, alive = psutil.wait_procs(family, timeout=30)
+    assert not alive, alive
