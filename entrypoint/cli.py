@@ -201,9 +201,17 @@ def cmd_worker(env: Mapping[str, str], args: argparse.Namespace) -> int:
 
 
 def cmd_download(env: Mapping[str, str], args: argparse.Namespace) -> int:
+    from .inputs.stack import models_raw
     from .launch.run import download, planned_or_recorded
 
     check_writable(env)
+    if models_raw(env, vars(args)) is not None:  # every model of the set, once the set fits
+        from .inputs.gather import for_launch
+        from .inputs.stack import plan_stack
+
+        for engine in plan_stack(env, vars(args), for_launch, refuse=True).engines:
+            print(download(engine.chained))
+        return ExitCode.OK
     print(download(planned_or_recorded(env, vars(args))))
     return ExitCode.OK
 

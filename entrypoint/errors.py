@@ -236,11 +236,14 @@ class StackTooSmallError(SparkServeError, MemoryError):
         self.needed, self.budget, self.lines, self.ideas = needed, budget, lines, ideas
         per_model = "".join(f"\n  {line}" for line in lines)
         super().__init__(
-            f"MODELS do not fit together: they need {_gb(needed)} (each one's weights, allowance and "
-            f"its floor of sequences), the budget is {_gb(budget)} ({basis}); nothing was downloaded"
-            + per_model,
+            f"MODELS do not fit together: they need {needed / 2**30:.2f} GiB (each one's weights, allowance "
+            f"and its floor of sequences), the budget is {budget / 2**30:.2f} GiB ({basis}); nothing was "
+            "downloaded" + per_model,
             fix="try " + ", or ".join(ideas),
         )
+
+    def __str__(self) -> str:
+        return f"{self.message}\n  fix: {self.fix}"
 
 
 class HardwareUnsupportedError(SparkServeError, RuntimeError):
