@@ -31,6 +31,7 @@ READY_FILE = "ready.json"
 HEALS_FILE = "heals.json"
 RESET_FILE = "reset.json"
 CLUSTER_FILE = "cluster.json"
+STACK_FILE = "stack.json"  # MODELS: every engine of the set (written by the launcher)
 PHASES = (
     "pending",
     "downloading",

@@ -16,6 +16,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from entrypoint import __version__
 
 from .collectors import GpuCollector, ScrapeCollector, SidecarCollector
+from .fleet import Families, Fleet, merged, parse_page
 from .gpu import Nvml
 from .monitor import Monitor
 from .page import Snapshot, UpstreamPage
@@ -84,6 +85,42 @@ def metrics_page(monitor: Monitor, snapshot: Snapshot) -> bytes:
     return upstream + generate_latest(registry)
 
 
+def fleet_status(fleet: Fleet) -> dict[str, Any]:
+    """MODELS: the set's verdict, then each model's own status."""
+    verdict = fleet.verdict()
+    return {
+        "phase": verdict.phase,
+        "ready": verdict.ready,
+        "reason": verdict.reason,
+        "version": __version__,
+        "router_port": (fleet.doc or {}).get("router_port"),
+        "models": {name: status_document(m.monitor) for name, m in fleet.members.items()},
+    }
+
+
+async def fleet_metrics(fleet: Fleet, max_age: float) -> bytes:
+    """MODELS: every engine's page as one (model_name on every series), then the sidecar's
+    own series labelled with the model."""
+    members = list(fleet.members.values())
+    snapshots = await asyncio.gather(*(m.page.for_scrape(max_age=max_age) for m in members))
+    vllm = merged(((m.name, parse_page(s.text)) for m, s in zip(members, snapshots, strict=True)),
+                  "model_name", only_missing=True)  # fmt: skip
+    now = time.monotonic()
+    own = merged(
+        (
+            (m.name, [*SidecarCollector(m.monitor).collect(),
+                      *ScrapeCollector(s.text is not None, s.duration, now - s.at).collect()])
+            for m, s in zip(members, snapshots, strict=True)
+        ),
+        "model",
+        only_missing=False,
+    )  # fmt: skip
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(Families(vllm + own))
+    registry.register(GpuCollector(lambda: members[0].monitor.gpus.latest))
+    return generate_latest(registry)
+
+
 def create_app(settings: SidecarSettings, nvml: Nvml | None = None) -> FastAPI:
     holder: dict[str, Any] = {}
 
@@ -94,14 +131,16 @@ def create_app(settings: SidecarSettings, nvml: Nvml | None = None) -> FastAPI:
         async with httpx.AsyncClient(limits=limits) as client, httpx.AsyncClient(limits=own) as probes:
             page = UpstreamPage(client, settings.vllm_url, settings.scrape_timeout)
             monitor = Monitor(settings, client, nvml=nvml, probes=probes, page=page)
-            holder["monitor"], holder["page"] = monitor, page
-            task = asyncio.create_task(monitor.run())
+            fleet = Fleet(settings, client, probes, nvml)
+            holder["monitor"], holder["page"], holder["fleet"] = monitor, page, fleet
+            tasks = [asyncio.create_task(monitor.run()), asyncio.create_task(fleet.run())]
             try:
                 yield
             finally:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+                for task in tasks:
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
                 await page.close()
 
     app = FastAPI(title="spark-serve sidecar", version=__version__, lifespan=lifespan)
@@ -112,24 +151,38 @@ def create_app(settings: SidecarSettings, nvml: Nvml | None = None) -> FastAPI:
 
     @app.get("/health/ready")
     async def ready() -> JSONResponse:
-        verdict = holder["monitor"].verdict
+        fleet: Fleet = holder["fleet"]
+        verdict = fleet.verdict() if fleet.active else holder["monitor"].verdict
         body = {"ready": verdict.ready, "phase": verdict.phase, "reason": verdict.reason}
         return JSONResponse(body, status_code=200 if verdict.ready else 503)
 
     @app.get("/health/engine")
     async def engine() -> JSONResponse:
         """503 while the engine is hung: a Kubernetes liveness probe for the engine container."""
+        fleet: Fleet = holder["fleet"]
+        if fleet.active:  # one hung model is that model's own heal: the others are not ended
+            stuck = fleet.hung()
+            reasons = "; ".join(f"{name}: {why}" for name, why in stuck.items())
+            return JSONResponse(
+                {"hung": bool(stuck), "reason": reasons or "not hung", "models": stuck},
+                status_code=503 if stuck else 200,
+            )
         hung = holder["monitor"].hung()
         body = {"hung": hung is not None, "reason": hung or "not hung"}
         return JSONResponse(body, status_code=503 if hung else 200)
 
     @app.get("/status")
     async def status() -> dict[str, Any]:
-        return status_document(holder["monitor"])
+        fleet: Fleet = holder["fleet"]
+        return fleet_status(fleet) if fleet.active else status_document(holder["monitor"])
 
     @app.get("/metrics")
     async def metrics() -> Response:
         monitor: Monitor = holder["monitor"]
+        fleet: Fleet = holder["fleet"]
+        if fleet.active:
+            page = await fleet_metrics(fleet, max(3 * settings.poll_interval, 2.0))
+            return Response(page, media_type=CONTENT_TYPE_LATEST)
         snapshot = await holder["page"].for_scrape(max_age=max(3 * settings.poll_interval, 2.0))
         return Response(metrics_page(monitor, snapshot), media_type=CONTENT_TYPE_LATEST)
 

@@ -4,6 +4,7 @@ engine each, behind vLLM's router on one port (routing by the request's model)."
 from __future__ import annotations
 
 import json
+import os
 import re
 import signal
 import sys
@@ -16,9 +17,11 @@ from typing import Any
 
 import psutil
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import clean_env
 from tests.support.engine import CPU_ENGINE, CPU_ENGINE_ENV, Engine, free_port, http_json, spawn_launch, stop
+from tests.support.sidecar import get, sidecar, status, until
 from tests.test_engine import assert_kv_capacity_matches_the_plan, chat
 
 pytestmark = pytest.mark.engine
@@ -27,8 +30,8 @@ SERVED = {"plain": "bf16", "fp4": "ct-nvfp4"}  # served name → checkpoint form
 
 
 class Stack:
-    def __init__(self, proc: Any, url: str, log: Path, state: Path) -> None:
-        self.proc, self.url, self.log, self.state = proc, url, log, state
+    def __init__(self, proc: Any, url: str, log: Path, state: Path, ops: str) -> None:
+        self.proc, self.url, self.log, self.state, self.ops = proc, url, log, state, ops
         self.doc = json.loads((state / "stack.json").read_text())
 
     def engine_state(self, name: str) -> dict[str, Any]:
@@ -77,20 +80,29 @@ def stack(
         ENGINE_PORT=str(free_port()),
         ENGINE_COMMAND=CPU_ENGINE,
         RESTART_BACKOFF_S="1",
+        SHUTDOWN_TIMEOUT="0",
+        SIDECAR_PORT=str(free_port()),
+        VLLM_URL=f"http://127.0.0.1:{port}",
+        READY_POLL_INTERVAL="0.5",
+        PROBE_INTERVAL="1",
+        PROBE_TIMEOUT="3",
+        HEAL_AFTER="2",
         ROUTER_COMMAND=str(Path(sys.executable).parent / "vllm-router"),
         **CPU_ENGINE_ENV,
     )
-    proc = spawn_launch(env, home / "launch.log")
-    deadline = time.monotonic() + 60
-    while not (home / "state" / "stack.json").exists():
-        assert proc.poll() is None and time.monotonic() < deadline, (home / "launch.log").read_text()
-        time.sleep(0.2)
-    running = Stack(proc, f"http://127.0.0.1:{port}", home / "launch.log", home / "state")
-    try:
-        wait_routed(running, list(SERVED))
-        yield running
-    finally:
-        stop(proc, grace=90)
+    with sidecar(env, home / "sidecar.log") as ops:
+        proc = spawn_launch(env, home / "launch.log")
+        deadline = time.monotonic() + 60
+        while not (home / "state" / "stack.json").exists():
+            assert proc.poll() is None and time.monotonic() < deadline, (home / "launch.log").read_text()
+            time.sleep(0.2)
+        running = Stack(proc, f"http://127.0.0.1:{port}", home / "launch.log", home / "state", ops)
+        try:
+            wait_routed(running, list(SERVED))
+            until(lambda: get(ops + "/health/ready")[0] == 200, 120, "the sidecar: every model ready")
+            yield running
+        finally:
+            stop(proc, grace=90)
 
 
 def test_each_model_answers_by_name_plain_and_streamed_and_both_are_listed(stack: Stack) -> None:
@@ -131,15 +143,45 @@ def test_the_counters_move_only_for_the_model_addressed(stack: Stack) -> None:
     assert after["fp4"] == before["fp4"] + 3 and after["plain"] == before["plain"]
 
 
-def test_an_engine_killed_leaves_the_other_serving_and_comes_back(stack: Stack) -> None:
+def test_the_sidecar_is_ready_for_every_model_and_shows_each(stack: Stack) -> None:
+    doc = status(stack.ops)
+    assert doc["ready"] and sorted(doc["models"]) == sorted(SERVED)
+    for name, model in doc["models"].items():
+        assert model["ready"] and model["served_model_name"] == name
+        assert model["checks"]["warmup"]["last"]["ok"] is True  # each engine warmed up on its own
+    page = get(stack.ops + "/metrics")[1].decode()
+    families = list(text_string_to_metric_families(page))
+    assert len({f.name for f in families}) == len(families)  # each family once
+    for family in families:
+        for sample in family.samples:
+            if family.name.startswith("vllm:") or family.name.startswith(("process_", "python_")):
+                assert sample.labels.get("model_name") in SERVED, sample
+            elif family.name.startswith("sparkserve_") and not family.name.startswith("sparkserve_gpu"):
+                assert sample.labels.get("model") in SERVED, sample
+    ready = {s.labels["model"]: s.value for f in families for s in f.samples if s.name == "sparkserve_ready"}
+    assert ready == {"plain": 1.0, "fp4": 1.0}
+
+
+def test_a_hung_engine_is_healed_while_the_other_serves_and_comes_back(stack: Stack) -> None:
     state = stack.engine_state("plain")
-    psutil.Process(state["pid"]).send_signal(signal.SIGKILL)
-    for _ in range(5):  # the other engine answers throughout
+    os.kill(state["pid"], signal.SIGSTOP)  # hung: its /health and probes get no answer
+    served = 0
+    deadline = time.monotonic() + 120
+    while psutil.pid_exists(state["pid"]) and psutil.Process(state["pid"]).status() != psutil.STATUS_ZOMBIE:
         assert http_json(f"{stack.url}/v1/chat/completions", _body("fp4"))["model"] == "fp4"
+        served += 1
+        assert time.monotonic() < deadline, "the sidecar did not end the hung engine"
+        time.sleep(1)
+    assert served >= 3  # the other model answered while the hung one was being healed
     wait_routed(stack, ["plain"], within=240)
+    doc = status(stack.ops)
+    (heal,) = doc["models"]["plain"]["checks"]["heal"]["recent"]
+    assert heal["pid"] == state["pid"] and heal["was_ready"] is True
+    assert doc["models"]["fp4"]["checks"]["heal"]["total"] == 0  # the other was never touched
     assert stack.engine_state("plain")["start_id"] != state["start_id"]  # a new start
     text = stack.log.read_text(errors="replace")
     assert "engine plain ended (-9); starting it again" in text and "engine fp4 ended" not in text
+    until(lambda: get(stack.ops + "/health/ready")[0] == 200, 120, "every model ready again")
 
 
 def test_sigterm_drains_every_engine_and_the_router(stack: Stack) -> None:

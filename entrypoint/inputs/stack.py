@@ -97,7 +97,7 @@ def member_env(env: Mapping[str, str], entry: Entry, place: int, where: str) -> 
     out.update(
         MODEL=entry.model,
         PORT=str(base + place),
-        HOST="127.0.0.1",
+        HOST=str(option_value(BY_NAME["host"], env, {})),  # as the router's: loopback unless opened
         STATE_DIR=str(Path(state) / MODELS_DIR / entry.slug),
     )
     if entry.variant:

@@ -45,6 +45,7 @@ from ..plan.restarts import (
 )
 from ..state import (
     READY_FILE,
+    STACK_FILE,
     STARTS_FILE,
     locked,
     read_document,
@@ -325,6 +326,8 @@ def launch(
     plan = chain.plan
     runtime = runtime or Runtime()
     fold_previous(plan.value("state_dir"), chain.calibration)  # before the previous start's state goes
+    with contextlib.suppress(OSError):  # one model now: the sidecar no longer watches a set
+        (Path(plan.value("state_dir")) / STACK_FILE).unlink()
     recorder = StateRecorder(plan)
     try:
         recorder.update("pending")

@@ -38,10 +38,9 @@ from ..errors import EngineNotFoundError
 from ..inputs.stack import Engine, Stack
 from ..plan.options import BY_NAME, option_value
 from ..plan.stack import MAX_MODELS
-from ..state import share_with_group, write_document
+from ..state import STACK_FILE, share_with_group, write_document
 from .guard import Runtime, say
 
-STACK_FILE = "stack.json"
 POLL_S = 1.0
 RESPAWN_S = 2.0  # between an engine's end and its next launch (whose own back-off then applies)
 
@@ -72,6 +71,7 @@ def stack_document(stack: Stack, env: Mapping[str, str]) -> dict[str, Any]:
     """What the sidecar reads to watch every engine (STATE_DIR/stack.json)."""
     return {
         "router_port": option_value(BY_NAME["port"], env, {}),
+        "started_at": time.time(),
         "engines": [
             {"name": e.name, "port": e.port, "state_dir": e.state_dir, "model": e.entry.model}
             for e in stack.engines
