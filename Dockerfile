@@ -1,7 +1,7 @@
 # spark-serve: NVFP4 LLM serving with vLLM on DGX Spark (GB10, SM 12.1, aarch64)
 # and other Blackwell GPUs. vLLM, FlashInfer and torch come from the base image
 # and are never changed; this image adds spark-serve, Ray (vLLM's image has
-# shipped none since vLLM PR #36170), llama-benchy and matplotlib. No secrets and
+# shipped none since vLLM PR #36170), llama-benchy, matplotlib and vLLM's router. No secrets and
 # no model weights in any layer: checkpoints are downloaded at run time into the
 # HF_HOME volume.
 #
@@ -26,6 +26,9 @@ ARG FLASHINFER_VERSION=0.7.0.post1
 # VLLM_USE_RAY_COMPILED_DAG_CHANNEL_TYPE=nccl, and the dashboard (default extra) is off.
 ARG RAY_VERSION=2.52.0
 ARG LLAMA_BENCHY_VERSION=0.4.0
+# vLLM's router (vllm-project/router; manylinux aarch64 and x86_64 wheels): MODELS puts it in
+# front of an engine per model, routing by the request's model (--enable-igw).
+ARG VLLM_ROUTER_VERSION=0.1.17
 ARG MATPLOTLIB_VERSION=3.11.2
 
 LABEL org.opencontainers.image.title="spark-serve" \
@@ -51,7 +54,9 @@ RUN python3 -m entrypoint.engine.versions "vllm==${VLLM_VERSION}" "flashinfer-py
         --torch-cuda 13 --base "${ENGINE_BASE}" \
     && python3 -m entrypoint.engine.baseguard --no-cache-dir --no-build-isolation . "ray==${RAY_VERSION}" \
         "llama-benchy==${LLAMA_BENCHY_VERSION}" "matplotlib==${MATPLOTLIB_VERSION}" \
+        "vllm-router==${VLLM_ROUTER_VERSION}" \
     && python3 -I -c "import entrypoint.cli, entrypoint.doctor.judge, entrypoint.cluster.node, server.app, ray, ray.experimental.compiled_dag_ref" \
+    && vllm-router --help >/dev/null \
     && spark-serve profiles >/dev/null \
     && rm -rf /tmp/spark-serve-src \
     && useradd --system --uid 990 --user-group --create-home --home-dir /home/spark \

@@ -54,6 +54,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/stack_throughput.py
 	$(BIN)/python benchmarks/image.py
 	$(BIN)/python benchmarks/precheck.py
+	$(BIN)/python benchmarks/router_overhead.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info

@@ -220,20 +220,30 @@ def cmd_doctor(env: Mapping[str, str], args: argparse.Namespace) -> int:
     from .doctor.gather import gather
     from .doctor.judge import judge
     from .inputs.gather import planned
+    from .inputs.stack import models_raw
 
-    facts = gather(env, vars(args), planned)
-    lines = judge(facts)
+    plan_doc: dict[str, object] | None = None
+    if models_raw(env, vars(args)) is not None:
+        from .doctor.stack import doctor_stack
+        from .show.stack import stack_document
+
+        lines, stack = doctor_stack(env, vars(args), planned)
+        if stack is not None:
+            plan_doc = stack_document(stack, option_value(BY_NAME["port"], env, vars(args)))
+    else:
+        facts = gather(env, vars(args), planned)
+        lines = judge(facts)
+        if facts.plan:
+            plan_doc = plan_document(
+                facts.plan, env, facts.memory, facts.memory_note, facts.derived, calibration=facts.calibration
+            )
     failed = sum(line.status == "fail" for line in lines)
     if args.json:
         doc = {
             "version": __version__,
             "ok": not failed,
             "lines": [line.to_json() for line in lines],
-            "plan": plan_document(
-                facts.plan, env, facts.memory, facts.memory_note, facts.derived, calibration=facts.calibration
-            )
-            if facts.plan
-            else None,
+            "plan": plan_doc,
         }
         print(json.dumps(doc, indent=2))
     else:

@@ -100,7 +100,7 @@ def fleet_status(fleet: Fleet) -> dict[str, Any]:
 
 async def fleet_metrics(fleet: Fleet, max_age: float) -> bytes:
     """MODELS: every engine's page as one (model_name on every series), then the sidecar's
-    own series labelled with the model."""
+    own series labelled with the model the same way."""
     members = list(fleet.members.values())
     snapshots = await asyncio.gather(*(m.page.for_scrape(max_age=max_age) for m in members))
     vllm = merged(((m.name, parse_page(s.text)) for m, s in zip(members, snapshots, strict=True)),
@@ -112,7 +112,7 @@ async def fleet_metrics(fleet: Fleet, max_age: float) -> bytes:
                       *ScrapeCollector(s.text is not None, s.duration, now - s.at).collect()])
             for m, s in zip(members, snapshots, strict=True)
         ),
-        "model",
+        "model_name",  # vLLM's label: one selector for both (the dashboard's $model)
         only_missing=False,
     )  # fmt: skip
     registry = CollectorRegistry(auto_describe=False)

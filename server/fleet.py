@@ -6,7 +6,7 @@ idle probe, heal and ready mark are its own: one hung model is healed without
 touching the others. Ready means every model is ready. The scrape merges the
 engines' pages into one: each family once, vLLM's ``model_name`` label on every
 series (added where vLLM leaves it out, as on its process series), and the
-sidecar's own series labelled with ``model``.
+sidecar's own series labelled with the same ``model_name``.
 """
 
 from __future__ import annotations

@@ -18,13 +18,16 @@ SET = "test/wide,test/other"
 
 def _hub():  # type: ignore[no-untyped-def]
     hub = hub_with_wide_model()
-    hub.add_repo("test/other", {"config.json": wide_llama(), "model.safetensors": WEIGHTS, "tokenizer.json": b"{}"})
+    files = {"config.json": wide_llama(), "model.safetensors": WEIGHTS, "tokenizer.json": b"{}"}
+    hub.add_repo("test/other", files)
     return hub
 
 
 def test_plan_shows_one_table_of_the_set_against_the_device(tmp_path: Path) -> None:
     with _hub() as hub:
-        env = hub_env(hub.url, tmp_path, MODELS=SET, HARDWARE="gb10", MAX_MODEL_LEN="4096", ENGINE_PORT="9100")
+        env = hub_env(
+            hub.url, tmp_path, MODELS=SET, HARDWARE="gb10", MAX_MODEL_LEN="4096", ENGINE_PORT="9100"
+        )
         doc = json.loads(run_cli(["plan", "--json"], env).stdout)
         text = run_cli(["plan"], env).stdout
         assert hub.gets["model.safetensors"] == 0

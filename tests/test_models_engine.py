@@ -127,6 +127,13 @@ def test_each_engine_holds_the_joint_plans_kv_share(stack: Stack) -> None:
         assert_kv_capacity_matches_the_plan(state, logs[0].read_text())
 
 
+def _group(proc: psutil.Process) -> int | None:
+    try:
+        return os.getpgid(proc.pid)
+    except (ProcessLookupError, PermissionError):
+        return None
+
+
 def _successes(engine: Engine, name: str) -> float:
     with urllib.request.urlopen(engine.url + "/metrics", timeout=10) as reply:
         text = reply.read().decode()
@@ -154,11 +161,11 @@ def test_the_sidecar_is_ready_for_every_model_and_shows_each(stack: Stack) -> No
     assert len({f.name for f in families}) == len(families)  # each family once
     for family in families:
         for sample in family.samples:
-            if family.name.startswith("vllm:") or family.name.startswith(("process_", "python_")):
+            if not family.name.startswith("sparkserve_gpu"):  # the GPU's series are the device's
                 assert sample.labels.get("model_name") in SERVED, sample
-            elif family.name.startswith("sparkserve_") and not family.name.startswith("sparkserve_gpu"):
-                assert sample.labels.get("model") in SERVED, sample
-    ready = {s.labels["model"]: s.value for f in families for s in f.samples if s.name == "sparkserve_ready"}
+    ready = {
+        s.labels["model_name"]: s.value for f in families for s in f.samples if s.name == "sparkserve_ready"
+    }
     assert ready == {"plain": 1.0, "fp4": 1.0}
 
 
@@ -179,9 +186,25 @@ def test_a_hung_engine_is_healed_while_the_other_serves_and_comes_back(stack: St
     assert heal["pid"] == state["pid"] and heal["was_ready"] is True
     assert doc["models"]["fp4"]["checks"]["heal"]["total"] == 0  # the other was never touched
     assert stack.engine_state("plain")["start_id"] != state["start_id"]  # a new start
+    left = [p for p in psutil.process_iter() if _group(p) == state["pid"]]
+    assert not left, left  # nothing of the ended engine's family lives on
     text = stack.log.read_text(errors="replace")
     assert "engine plain ended (-9); starting it again" in text and "engine fp4 ended" not in text
     until(lambda: get(stack.ops + "/health/ready")[0] == 200, 120, "every model ready again")
+
+
+def test_an_engine_killed_alone_leaves_nothing_behind_and_comes_back(stack: Stack) -> None:
+    """SIGKILL to the API server alone (as the OOM killer may): its engine core and worker
+    would live on holding the model's memory; the supervisor ends its group, starts it again."""
+    state = stack.engine_state("fp4")
+    family = psutil.Process(state["pid"]).children(recursive=True)
+    assert family  # vLLM's engine core (and its worker)
+    psutil.Process(state["pid"]).send_signal(signal.SIGKILL)
+    _, alive = psutil.wait_procs(family, timeout=30)
+    assert not alive, alive
+    assert http_json(f"{stack.url}/v1/chat/completions", _body("plain"))["model"] == "plain"
+    wait_routed(stack, ["fp4"], within=240)
+    assert "engine fp4 ended (-9); starting it again" in stack.log.read_text(errors="replace")
 
 
 def test_sigterm_drains_every_engine_and_the_router(stack: Stack) -> None:

@@ -84,7 +84,10 @@ def served_models(url: str, key: str | None) -> list[str]:
     if code != 200:
         raise BenchEndpointError(url, f"HTTP {code} from /v1/models")
     try:
-        return [str(m["id"]) for m in json.loads(body)["data"]]
+        listing = json.loads(body)
+        if isinstance(listing, dict) and isinstance(listing.get("models"), list):  # MODELS: vLLM's router
+            return [str(m) for m in listing["models"]]
+        return [str(m["id"]) for m in listing["data"]]
     except (ValueError, KeyError, TypeError) as err:
         raise BenchEndpointError(url, "/v1/models is not an OpenAI model list") from err
 
@@ -198,6 +201,8 @@ def bench(request: BenchRequest, home: Path, say: Callable[[str], None]) -> dict
     )
     if served not in listed:
         raise BenchModelError(served or "(none given)", listed)
+    if isinstance((status or {}).get("models"), dict):  # MODELS: the sidecar's status of this model
+        status = status["models"].get(served)  # type: ignore[index]
     notes = []
     if status is None:
         notes.append(f"no sidecar at {request.sidecar_url}: no power, temperature or ceiling columns")

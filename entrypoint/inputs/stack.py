@@ -147,6 +147,12 @@ def plan_stack(env: Mapping[str, str], cli: Mapping[str, Any], chain: Any, *, re
             "share of free GPU memory",
             "serve one model per GPU (MODEL), or use unified memory (DGX Spark)",
         )
+    if int(option_value(BY_NAME["cluster_nodes"], env, bare_cli) or 1) > 1:
+        raise StackInvalidError(
+            where,
+            "several models are served on one Spark; CLUSTER_NODES spreads one model over several",
+            "unset CLUSTER_NODES to serve the set, or serve one model (MODEL) on the cluster",
+        )
     engines = []
     for place, entry in enumerate(entries):
         member = member_env(env, entry, place, where)

@@ -8,11 +8,22 @@ from pathlib import Path
 from typing import Any
 
 from ..plan.options import BY_NAME, option_value
-from ..state import RESET_FILE, STARTS_FILE, locked, read_document, write_document
+from ..state import RESET_FILE, STACK_FILE, STARTS_FILE, locked, read_document, write_document
 
 
 def reset(env: Mapping[str, str], cli: Mapping[str, Any]) -> str:
+    """One engine's state folder; with MODELS (STATE_DIR/stack.json) every engine's of the set."""
     state_dir = option_value(BY_NAME["state_dir"], env, cli)
+    stack = read_document(state_dir, STACK_FILE)
+    engines = stack.get("engines") if isinstance(stack, dict) else None
+    if isinstance(engines, list) and engines:
+        return "\n".join(
+            f"{e.get('name')}: {reset_one(str(e['state_dir']))}" for e in engines if isinstance(e, dict)
+        )
+    return reset_one(state_dir)
+
+
+def reset_one(state_dir: str) -> str:
     with locked(state_dir, STARTS_FILE):  # a launch may be recording a start
         history = read_document(state_dir, STARTS_FILE)
         forgotten = len(history) if isinstance(history, list) else 0

@@ -21,6 +21,7 @@ ends ends the set (the container's restart policy brings it back).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -102,6 +103,14 @@ def register(router_port: int, engine: Engine) -> bool:
         return False
 
 
+def ended(proc: subprocess.Popen[bytes]) -> None:
+    """An engine's API server has ended: end what it left in its process group (an API
+    server killed by SIGKILL or the OOM killer leaves its engine core and workers
+    running, holding the model's memory)."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
+
+
 @dataclass
 class Child:
     engine: Engine
@@ -123,7 +132,11 @@ class Supervisor:
     def spawn(self, child: Child) -> None:
         child.starts += 1
         say(f"engine {child.engine.name}: start {child.starts} on 127.0.0.1:{child.engine.port}")
-        child.proc = subprocess.Popen(list(self.launch_command), env=engine_env(child.engine))
+        # Its own process group: vLLM's engine core and workers stay in it, so an API server
+        # that was killed leaves nothing behind once the group is ended (see ended()).
+        child.proc = subprocess.Popen(
+            list(self.launch_command), env=engine_env(child.engine), start_new_session=True
+        )
 
     def start_router(self) -> None:
         argv = router_argv(self.env, self.router_command)
@@ -143,6 +156,7 @@ class Supervisor:
                 return True  # one at a time: the next waits for this one's /health
             if child.proc.poll() is not None:
                 say(f"engine {child.engine.name} ended ({child.proc.returncode}); starting it again")
+                ended(child.proc)
                 self.runtime.sleep(RESPAWN_S)
                 self.spawn(child)
                 return True
@@ -155,6 +169,8 @@ class Supervisor:
         return True
 
     def stop_all(self) -> None:
+        """SIGTERM to every engine (vLLM drains) and the router; what outlives the drain,
+        and whatever an engine left in its group, is killed."""
         procs = [c.proc for c in self.children if c.proc is not None] + ([self.router] if self.router else [])
         for proc in procs:
             if proc.poll() is None:
@@ -167,6 +183,9 @@ class Supervisor:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+        for child in self.children:
+            if child.proc is not None:
+                ended(child.proc)
 
     def run(self) -> int:
         self.children = [Child(e) for e in self.stack.engines]

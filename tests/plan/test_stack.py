@@ -64,3 +64,16 @@ def test_a_bad_stack_file_names_the_file_and_the_field(data: object, field: str)
     with pytest.raises(StackInvalidError) as err:
         from_file(data, PROFILES, "stacks/x.yaml")
     assert str(err.value).startswith(f"stacks/x.yaml: {field}"), str(err.value)
+
+
+def test_every_shipped_stack_names_shipped_profiles() -> None:
+    from entrypoint.plan.profile import Catalog
+    from entrypoint.plan.tables import load_yaml
+    from entrypoint.shipped import configs
+
+    profiles = set(Catalog.from_path_list(str(configs("profiles"))).names())
+    files = sorted(configs("stacks").glob("*.yaml"))
+    assert files
+    for path in files:
+        entries = from_file(load_yaml(path.read_text()), profiles, str(path))
+        assert all(e.model in profiles for e in entries), path
