@@ -34,3 +34,31 @@ def test_reset_with_a_set_forgets_every_engines_starts(tmp_path: Path) -> None:
     for entry in engines:
         folder = Path(entry["state_dir"])
         assert json.loads((folder / STARTS_FILE).read_text()) == [] and (folder / RESET_FILE).exists()
+
+
+def test_an_api_server_killed_alone_leaves_nothing_in_its_group() -> None:
+    """As the OOM killer may end vLLM's API server alone: its engine core (here a sleeping
+    child, started as vLLM starts its core) would live on holding the model's memory."""
+    import subprocess
+    import sys
+
+    import psutil
+
+    from entrypoint.launch.stack import ended
+
+    script = (
+        "import subprocess, sys, time\n"
+        "core = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(120)'])\n"
+        "print(core.pid, flush=True)\n"
+        "time.sleep(120)\n"
+    )
+    server = subprocess.Popen(
+        [sys.executable, "-c", script], stdout=subprocess.PIPE, text=True, start_new_session=True
+    )
+    core = psutil.Process(int(server.stdout.readline()))  # type: ignore[union-attr]
+    server.kill()
+    server.wait()
+    assert core.is_running() and core.status() != psutil.STATUS_ZOMBIE  # orphaned, alive
+    ended(server)
+    core.wait(10)
+    assert not psutil.pid_exists(core.pid) or core.status() == psutil.STATUS_ZOMBIE
