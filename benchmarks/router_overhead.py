@@ -25,8 +25,6 @@ import json
 import statistics
 import sys
 import tempfile
-import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import psutil
@@ -34,9 +32,10 @@ import psutil
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from benchmarks import load  # noqa: E402
 from tests.conftest import clean_env  # noqa: E402
 from tests.support.checkpoints import bf16_llama  # noqa: E402
-from tests.support.engine import CPU_ENGINE, CPU_ENGINE_ENV, free_port, http_json, spawn_launch, stop  # noqa: E402
+from tests.support.engine import CPU_ENGINE, CPU_ENGINE_ENV, free_port, spawn_launch, stop  # noqa: E402
 from tests.support.sidecar import until  # noqa: E402
 
 PAIRS = 20
@@ -46,21 +45,13 @@ ROUND_REQUESTS = 48
 NAMES = ("first", "second")
 
 
-def one_request(url: str) -> int:
-    body = {"model": NAMES[0], "prompt": "The light of the sun", "max_tokens": TOKENS, "ignore_eos": True}
-    return int(http_json(url + "/v1/completions", body, timeout=300)["usage"]["completion_tokens"])
-
-
 def generate(url: str) -> tuple[int, float]:
-    start = time.perf_counter()
-    with ThreadPoolExecutor(CONCURRENCY) as pool:
-        tokens = sum(pool.map(one_request, [url] * ROUND_REQUESTS))
-    return tokens, time.perf_counter() - start
+    return load.generate(url, NAMES[0], TOKENS, CONCURRENCY, ROUND_REQUESTS)
 
 
 def routed(url: str) -> bool:
     try:
-        return one_request(url) == TOKENS
+        return load.one_request(url, NAMES[0], TOKENS) == TOKENS
     except OSError:
         return False
 
@@ -69,13 +60,12 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         checkpoint = bf16_llama(root / "ckpt")
-        models = [{"model": str(checkpoint), "settings": {"served_model_name": n, "max_model_len": 512}}
-                  for n in NAMES]  # fmt: skip
-        # the same checkpoint twice: one folder per served name keeps the slugs apart
-        for i, m in enumerate(models):
-            link = root / f"ckpt-{i}"
-            link.symlink_to(checkpoint)
-            m["model"] = str(link)
+        models = []
+        for name in NAMES:  # the same checkpoint under a folder per served name (one slug each)
+            (root / name).symlink_to(checkpoint)
+            models.append(
+                {"model": str(root / name), "settings": {"served_model_name": name, "max_model_len": 512}}
+            )
         (root / "stack.yaml").write_text(json.dumps({"models": models}))
         port, engine_port = free_port(), free_port()
         env = clean_env(

@@ -36,7 +36,6 @@ import sys
 import tempfile
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import psutil
@@ -45,11 +44,11 @@ import yaml
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from benchmarks import load  # noqa: E402
 from tests.support.checkpoints import bf16_llama  # noqa: E402
 from tests.support.engine import (  # noqa: E402
     Engine,
     free_port,
-    http_json,
     spawn_launch,
     stop,
     tiny_engine_env,
@@ -69,17 +68,9 @@ def scrape_interval() -> float:
     return float(str(config["global"]["scrape_interval"]).removesuffix("s"))
 
 
-def one_request(url: str) -> int:
-    body = {"model": "tiny", "prompt": "The light of the sun", "max_tokens": TOKENS, "ignore_eos": True}
-    return int(http_json(url + "/v1/completions", body, timeout=300)["usage"]["completion_tokens"])
-
-
 def generate(url: str) -> tuple[int, float]:
     """One round of load: (tokens generated, seconds taken)."""
-    start = time.perf_counter()
-    with ThreadPoolExecutor(CONCURRENCY) as pool:
-        tokens = sum(pool.map(one_request, [url] * ROUND_REQUESTS))
-    return tokens, time.perf_counter() - start
+    return load.generate(url, "tiny", TOKENS, CONCURRENCY, ROUND_REQUESTS)
 
 
 def ready(url: str) -> bool:

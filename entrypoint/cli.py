@@ -8,7 +8,7 @@ import json
 import os
 import sys
 from collections.abc import Mapping, Sequence
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 from . import __version__
 from .caches import check_writable
@@ -21,6 +21,10 @@ from .plan.profile import Catalog
 from .plan.resolve import resolve
 from .secrets import with_file_secrets
 from .show.plan import plan_document, print_plan
+
+if TYPE_CHECKING:
+    from .plan.memory import MemoryPlan
+    from .plan.resolve import Plan
 
 
 def _fits(catalog: Catalog, name: str, variant: str | None, device: Device, table: HardwareTable) -> str:
@@ -104,6 +108,24 @@ def cmd_profiles(env: Mapping[str, str], args: argparse.Namespace) -> int:
     return ExitCode.OK
 
 
+def _print_helm(
+    env: Mapping[str, str],
+    args: argparse.Namespace,
+    members: Sequence[tuple[Plan, Mapping[str, str], MemoryPlan | None]],
+) -> int:
+    """``plan --format helm-values``: a ``modelSpec`` per (plan, environment, memory plan)."""
+    import yaml
+
+    from .show.helm import CHART, helm_values_for_set, monitoring_files
+
+    image = env.get("SPARK_SERVE_IMAGE") or f"spark-serve:{__version__}"
+    rules, dashboard = monitoring_files(env)
+    values = helm_values_for_set(members, image, args.release, rules, dashboard)
+    print(f"# {CHART} values from `spark-serve plan --format helm-values` (spark-serve {__version__})")
+    print(yaml.safe_dump(values, sort_keys=False), end="")
+    return ExitCode.OK
+
+
 def cmd_plan_stack(env: Mapping[str, str], args: argparse.Namespace) -> int:
     """``plan`` with ``MODELS``: the set planned together, as a table, JSON or Helm values."""
     from .inputs.gather import planned
@@ -112,17 +134,7 @@ def cmd_plan_stack(env: Mapping[str, str], args: argparse.Namespace) -> int:
 
     stack = plan_stack(env, vars(args), lambda e, c: planned(e, c, network=True), refuse=False)
     if args.format == "helm-values":
-        import yaml
-
-        from .show.helm import CHART, helm_values_for_set, monitoring_files
-
-        image = env.get("SPARK_SERVE_IMAGE") or f"spark-serve:{__version__}"
-        rules, dashboard = monitoring_files(env)
-        members = [(e.chained.plan, e.env, e.chained.memory) for e in stack.engines]
-        values = helm_values_for_set(members, image, args.release, rules, dashboard)
-        print(f"# {CHART} values from `spark-serve plan --format helm-values` (spark-serve {__version__})")
-        print(yaml.safe_dump(values, sort_keys=False), end="")
-        return ExitCode.OK
+        return _print_helm(env, args, [(e.chained.plan, e.env, e.chained.memory) for e in stack.engines])
     doc = stack_document(stack, option_value(BY_NAME["port"], env, vars(args)))
     if args.json or args.format == "json":
         print(json.dumps(doc, indent=2))
@@ -140,16 +152,7 @@ def cmd_plan(env: Mapping[str, str], args: argparse.Namespace) -> int:
         return cmd_plan_stack(env, args)
     found = planned(env, cli, network=True)
     if args.format == "helm-values":
-        import yaml
-
-        from .show.helm import CHART, helm_values, monitoring_files
-
-        image = env.get("SPARK_SERVE_IMAGE") or f"spark-serve:{__version__}"
-        rules, dashboard = monitoring_files(env)
-        values = helm_values(found.plan, env, found.memory, image, args.release, rules, dashboard)
-        print(f"# {CHART} values from `spark-serve plan --format helm-values` (spark-serve {__version__})")
-        print(yaml.safe_dump(values, sort_keys=False), end="")
-        return ExitCode.OK
+        return _print_helm(env, args, [(found.plan, env, found.memory)])
     cluster = None
     if is_cluster(found.plan):
         from .cluster.node import host_cluster

@@ -117,7 +117,7 @@ async def fleet_metrics(fleet: Fleet, max_age: float) -> bytes:
     )  # fmt: skip
     registry = CollectorRegistry(auto_describe=False)
     registry.register(Families(vllm + own))
-    registry.register(GpuCollector(lambda: members[0].monitor.gpus.latest))
+    registry.register(GpuCollector(lambda: fleet.gpus.latest))
     return generate_latest(registry)
 
 
@@ -130,8 +130,10 @@ def create_app(settings: SidecarSettings, nvml: Nvml | None = None) -> FastAPI:
         own = httpx.Limits(max_connections=2, max_keepalive_connections=2)
         async with httpx.AsyncClient(limits=limits) as client, httpx.AsyncClient(limits=own) as probes:
             page = UpstreamPage(client, settings.vllm_url, settings.scrape_timeout)
-            monitor = Monitor(settings, client, nvml=nvml, probes=probes, page=page)
-            fleet = Fleet(settings, client, probes, nvml)
+            monitor = Monitor(
+                settings, client, nvml=nvml, probes=probes, page=page, paused=lambda: holder["fleet"].active
+            )
+            fleet = Fleet(settings, client, probes, monitor.gpus)  # the device sampled once
             holder["monitor"], holder["page"], holder["fleet"] = monitor, page, fleet
             tasks = [asyncio.create_task(monitor.run()), asyncio.create_task(fleet.run())]
             try:

@@ -25,7 +25,7 @@ from prometheus_client.registry import Collector
 
 from entrypoint.state import STACK_FILE, read_document
 
-from .gpu import Nvml
+from .gpu import GpuSampler
 from .monitor import Monitor
 from .page import UpstreamPage
 from .readiness import Verdict
@@ -111,9 +111,10 @@ class Fleet:
         settings: SidecarSettings,
         client: httpx.AsyncClient,
         probes: httpx.AsyncClient,
-        nvml: Nvml | None = None,
+        gpus: GpuSampler,
     ) -> None:
-        self.settings, self.client, self.probes, self.nvml = settings, client, probes, nvml
+        """``gpus``: the sidecar's one sampler of the device, shared by every engine's monitor."""
+        self.settings, self.client, self.probes, self.gpus = settings, client, probes, gpus
         self.members: dict[str, Member] = {}
         self.doc: dict[str, Any] | None = None
 
@@ -144,7 +145,7 @@ class Fleet:
         for engine in (doc or {}).get("engines", []):
             settings = self._settings(engine)
             page = UpstreamPage(self.client, settings.vllm_url, settings.scrape_timeout)
-            monitor = Monitor(settings, self.client, nvml=self.nvml, probes=self.probes, page=page)
+            monitor = Monitor(settings, self.client, probes=self.probes, page=page, gpus=self.gpus)
             name = str(engine["name"])
             self.members[name] = Member(name, monitor, page, asyncio.create_task(monitor.run()))
 

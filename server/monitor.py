@@ -92,8 +92,14 @@ class Monitor:
         probes: httpx.AsyncClient | None = None,
         page: UpstreamPage | None = None,
         memory_available: Callable[[], int | None] = available_memory,
+        gpus: GpuSampler | None = None,
+        paused: Callable[[], bool] = lambda: False,
     ) -> None:
+        """``gpus``: another monitor's sampler, which that monitor runs (MODELS: one per
+        device, not per engine); ``paused``: skip the poll while it is true (MODELS: the
+        set's monitors watch the engines, not this one)."""
         self.settings, self.client, self.clock = settings, client, clock
+        self.paused = paused
         self.memory_available = memory_available
         self.state: dict[str, Any] | None = None
         self.cluster: dict[str, Any] | None = None  # the head's membership (cluster.json), if a cluster
@@ -111,7 +117,8 @@ class Monitor:
         self.checks = Checks(policy, clock())
         # The sidecar's own generations have their own connections: scrapes never starve them.
         self.generator = Generator(probes or client, settings.vllm_url, settings.api_key, clock)
-        self.gpus = GpuSampler(nvml or Nvml(), max(settings.poll_interval, 1.0), clock)
+        self._own_gpus = gpus is None
+        self.gpus = gpus or GpuSampler(nvml or Nvml(), max(settings.poll_interval, 1.0), clock)
         self.load: Load | None = None
         self.page = page or UpstreamPage(client, settings.vllm_url, settings.scrape_timeout)
         self.healer = Healer(settings.heal, settings.heal_backoff_s, settings.state_dir, clock)
@@ -266,13 +273,15 @@ class Monitor:
         return max(self.ready_at - float(started), 0.0)
 
     async def run(self) -> None:
-        sampler = asyncio.create_task(self.gpus.run())
+        sampler = asyncio.create_task(self.gpus.run()) if self._own_gpus else None
         try:
             while True:
-                await self.poll_once()
+                if not self.paused():
+                    await self.poll_once()
                 await asyncio.sleep(self.settings.poll_interval)
         finally:
-            sampler.cancel()
+            if sampler is not None:
+                sampler.cancel()
             if self._sending is not None:
                 self._sending.cancel()
             await self.healer.close()

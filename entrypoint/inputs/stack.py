@@ -9,8 +9,9 @@ on 127.0.0.1 (``ENGINE_PORT`` + its place) and a state folder of its own
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -106,8 +107,6 @@ def member_env(env: Mapping[str, str], entry: Entry, place: int, where: str) -> 
 
 
 def _text(value: Any) -> str:
-    import json
-
     return str(value).lower() if isinstance(value, bool) else (
         json.dumps(value) if isinstance(value, dict | list) else str(value)
     )  # fmt: skip
@@ -177,8 +176,6 @@ def plan_stack(env: Mapping[str, str], cli: Mapping[str, Any], chain: Any, *, re
 
 
 def _with_memory(chained: Chained, memory: Any) -> Chained:
-    from dataclasses import replace
-
     return replace(chained, plan=apply_memory(chained.plan, memory), memory=memory)
 
 

@@ -87,9 +87,12 @@ def _use(memory: MemoryPlan) -> int:
     return memory.weights_bytes + memory.allowance_bytes + memory.kv_cache_bytes
 
 
+def joint_reserve(device: Device, members: list[Member]) -> int:
+    return max((m.inputs.reserve_bytes for m in members), default=device.reserve_bytes)
+
+
 def joint_budget(device: Device, members: list[Member]) -> tuple[int, str]:
-    reserve = max((m.inputs.reserve_bytes for m in members), default=device.reserve_bytes)
-    return budget(device, None, False, reserve)
+    return budget(device, None, False, joint_reserve(device, members))
 
 
 def divide(room: int, members: list[Member]) -> list[int] | None:
@@ -163,7 +166,7 @@ def plan_joint(device: Device, members: list[Member]) -> JointPlan:
     room = max(total_budget - fixed, 0)
     needed = fixed + sum(m.floor_bytes for m in members)
     kv = divide(room, members) if total_budget >= fixed else None
-    reserve = total_budget if device.memory == "dedicated" else device.total_bytes - total_budget
+    reserve = joint_reserve(device, members)
     if kv is None:
         lines = tuple(_line(m) for m in members)
         return JointPlan(
