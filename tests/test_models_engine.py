@@ -126,6 +126,13 @@ def test_each_model_answers_by_name_plain_and_streamed_and_both_are_listed(stack
         assert [m["id"] for m in http_json(stack.engine(name).url + "/v1/models")["data"]] == [name]
 
 
+def test_the_router_keeps_vllms_own_request_fields(stack: Stack) -> None:
+    # The router decodes and re-encodes each request: a field only vLLM knows still arrives.
+    body = {"model": "plain", "prompt": "The light of the sun", "max_tokens": 2, "prompt_logprobs": 1}
+    (choice,) = http_json(stack.url + "/v1/completions", body)["choices"]
+    assert len(choice["prompt_logprobs"]) > 1  # one per prompt token (the first is null)
+
+
 def test_each_engine_holds_the_joint_plans_kv_share(stack: Stack) -> None:
     joint = stack.doc["joint"]
     assert joint["fits"] and [m["name"] for m in joint["models"]] == list(SERVED)

@@ -6,7 +6,7 @@ host networking, no memlock, the local Hub, the CPU engine's start command).
 
 The tests share one stack and run in order: first start, its processes and
 caches, doctor, monitoring, Ray, a restart, a heal across containers, a drained
-stop, a crash loop, and a volume that an older image left root-owned.
+stop, two models at once (MODELS), a crash loop, and a volume that an older image left root-owned.
 """
 
 from __future__ import annotations
@@ -23,10 +23,18 @@ import pytest
 from entrypoint.errors import ExitCode
 from tests.standin.build import ensure_standin
 from tests.support.docker import Compose, docker_engine
-from tests.support.engine import http_json, stream_completion
+from tests.support.engine import free_port, http_json, stream_completion
 from tests.support.hub import Hub
 from tests.support.sidecar import get
-from tests.support.stack import IMAGE, OVERRIDE, TINY_REPO, Stack, compose_env, prometheus_standin
+from tests.support.stack import (
+    IMAGE,
+    OVERRIDE,
+    SECOND_REPO,
+    TINY_REPO,
+    Stack,
+    compose_env,
+    prometheus_standin,
+)
 
 pytestmark = [pytest.mark.engine, pytest.mark.docker]
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -41,6 +49,7 @@ def stack(
     with docker_engine() as docker, Hub() as hub:
         base = ensure_standin(docker)
         hub.add_dir(TINY_REPO, checkpoint_factory("bf16"))
+        hub.add_dir(SECOND_REPO, checkpoint_factory("bf16"))  # MODELS: a second repo
         env = compose_env(docker, base, prometheus_standin(docker, base), hub, work)
         compose = Compose(
             docker, [REPO_ROOT / "docker-compose.yml", OVERRIDE], f"sparkserve-test-{time.time_ns()}", env
@@ -271,6 +280,38 @@ def test_stop_lets_a_streamed_completion_finish_within_the_grace_period(stack: S
     assert stream.finish_reasons()[-1] == "length" and len(stream.chunks) >= 100
     assert took < 60, f"compose stop took {took:.0f}s, past the 60 s grace period"
     assert stack.compose("ps", "-q", "pidns", "vllm", "sidecar").stdout.strip() == ""
+
+
+def test_models_serves_both_by_name_and_drains_both_in_the_same_services(stack: Stack) -> None:
+    stack.hub.reset_counters()
+    both = {**stack.compose.env, "MODEL": "", "SERVED_MODEL_NAME": "", "ENGINE_PORT": str(free_port()),
+            "MODELS": f"{TINY_REPO},{SECOND_REPO}"}  # fmt: skip
+    models = Compose(stack.compose.docker, stack.compose.files, stack.compose.project, both)
+    names = [repo.rsplit("/", 1)[1] for repo in (TINY_REPO, SECOND_REPO)]  # the repos' names
+    models("up", "-d", timeout=300)
+    stack.wait(stack.ready, 480, "the sidecar ready for both models")
+    assert stack.hub.gets[WEIGHTS] == 1  # the second model's; the first was in the volume
+    doc = stack.status()
+    assert sorted(doc["models"]) == sorted(names) and all(m["ready"] for m in doc["models"].values())
+    for name in names:  # by name, through the router on the API port
+        body = {"model": name, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 3}
+        assert http_json(stack.api + "/v1/chat/completions", body)["model"] == name
+    assert get(stack.api + "/health")[0] == 200  # what the vllm service's healthcheck asks
+    # One engine of the set healed is tests/test_models_engine.py's; across containers it
+    # is the one-model heal's signal path (above). Here: SIGTERM drains every engine.
+    first, second = names
+    stream = stream_completion(stack.api, {"model": second, "prompt": "hello", "max_tokens": 300,
+                                           "min_tokens": 300, "ignore_eos": True})  # fmt: skip
+    assert stream.started.wait(60)
+    models("stop", timeout=120)
+    stream.thread.join(60)
+    assert stream.finish_reasons()[-1] == "length" and len(stream.chunks) >= 100  # drained, not cut
+    log = models("logs", "--no-color", "vllm").stdout
+    assert f"engine {first} is up and routed" in log and "stopping every engine and the router" in log
+    assert not re.search(r"engine \S+ ended", log), log[-4000:]  # none ended before the stop
+    (container,) = models("ps", "-aq", "vllm").stdout.split()
+    state = stack.compose.docker.run("inspect", "-f", "{{.State.Status}} {{.State.ExitCode}}", container)
+    assert state.stdout.split() == ["exited", "0"]  # the supervisor's drained exit
 
 
 def test_a_crash_loop_backs_off_halts_and_reset_starts_again(stack: Stack) -> None:

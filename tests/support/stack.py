@@ -33,6 +33,7 @@ from tests.support.sidecar import get
 OVERRIDE = REPO / "tests" / "stack" / "cpu.override.yml"
 IMAGE = "spark-serve-test/spark-serve:cpu-standin"
 TINY_REPO = "spark-test/tiny-llama"
+SECOND_REPO = "spark-test/tiny-llama-two"  # the same checkpoint, served beside it with MODELS
 # Not eager (unlike tests/support/engine.py): the stack tests show torch.compile's cache on its volume.
 CPU_ENGINE = "python3 -m vllm.entrypoints.openai.api_server --model {model}"
 
