@@ -50,6 +50,7 @@ class ExitCode(IntEnum):
     STACK_INVALID = 47  # MODELS or its stack file names no valid set of models
     STACK_TOO_SMALL = 48  # the models of MODELS do not fit the device's memory together
     CACHE_UNWRITABLE = 50  # a cache directory (a volume) cannot be written by this user
+    PORT_IN_USE = 51  # MODELS: a port the router or an engine is to listen on is taken
 
 
 class SparkServeError(Exception):
@@ -225,6 +226,15 @@ class StackInvalidError(SparkServeError, ValueError):
     def __init__(self, where: str, detail: str, fix: str) -> None:
         self.where, self.detail = where, detail
         super().__init__(f"{where}: {detail}", fix=fix)
+
+
+class PortInUseError(SparkServeError, OSError):
+    exit_code = ExitCode.PORT_IN_USE
+
+    def __init__(self, variable: str, what: str, address: str, detail: str, fix: str) -> None:
+        self.variable, self.address = variable, address
+        super().__init__(f"{variable}: {what} cannot listen on {address}: {detail}; nothing was started",
+                         fix=fix)  # fmt: skip
 
 
 class StackTooSmallError(SparkServeError, MemoryError):

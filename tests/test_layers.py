@@ -9,7 +9,9 @@ from tests.conftest import REPO
 
 # Lower layers first; a module may import its own package and any lower layer.
 LAYERS: tuple[frozenset[str], ...] = (
-    frozenset({"entrypoint", "entrypoint.errors", "entrypoint.meta", "entrypoint.shipped"}),
+    frozenset(
+        {"entrypoint", "entrypoint.errors", "entrypoint.meta", "entrypoint.shipped", "entrypoint.ports"}
+    ),
     frozenset({"entrypoint.state", "entrypoint.secrets", "entrypoint.caches"}),
     frozenset({"entrypoint.plan"}),
     frozenset({"entrypoint.hub", "entrypoint.engine", "entrypoint.cluster"}),

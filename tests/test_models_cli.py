@@ -4,13 +4,17 @@ not fit refused before any weight byte, Helm values with a modelSpec per model."
 from __future__ import annotations
 
 import json
+import socket
+import sys
 from pathlib import Path
 
 import yaml
 
 from entrypoint.errors import ExitCode
+from entrypoint.plan.stack import MAX_MODELS
 from tests.conftest import run_cli
 from tests.support.downloads import download, hub_env
+from tests.support.engine import free_port, free_ports
 from tests.test_memory_cli import WEIGHTS, hub_with_wide_model, wide_llama
 
 SET = "test/wide,test/other"
@@ -72,6 +76,35 @@ def test_model_and_models_together_and_a_bad_stack_file_are_refused_by_name(tmp_
     setting.write_text("models:\n  - model: test/wide\n    settings: {port: 1}\n")
     refused = run_cli(["plan"], hub_env("http://127.0.0.1:9", tmp_path, MODELS=str(setting)))
     assert refused.code == ExitCode.STACK_INVALID and "settings.port" in refused.stderr
+
+
+def test_a_taken_port_is_refused_by_name_before_any_weight_byte_or_process(tmp_path: Path) -> None:
+    base = free_ports(MAX_MODELS + 1)
+    router = str(Path(sys.executable).parent / "vllm-router")
+    with _hub() as hub, socket.socket() as held:
+        held.bind(("127.0.0.1", base + 1))  # the second engine's port, taken by another program
+        held.listen()
+        env = hub_env(hub.url, tmp_path, MODELS=SET, HARDWARE="gb10", MAX_MODEL_LEN="4096", HOST="127.0.0.1",
+                      PORT=str(free_port()), ENGINE_PORT=str(base), ROUTER_COMMAND=router)  # fmt: skip
+        launched = run_cli(["launch"], env)
+        assert hub.gets["model.safetensors"] == 0
+    assert launched.code == ExitCode.PORT_IN_USE, launched.stderr
+    (line,) = [x for x in launched.stderr.splitlines() if x.startswith("spark-serve: error:")]
+    assert line.startswith(
+        f"spark-serve: error: ENGINE_PORT: engine other cannot listen on 127.0.0.1:{base + 1}"
+    )
+    assert "nothing was started" in line and "set ENGINE_PORT to a free port" in line
+    assert "Traceback" not in launched.stderr and not (tmp_path / "state" / "stack.json").exists()
+
+
+def test_ports_that_overlap_or_overflow_are_refused_by_name(tmp_path: Path) -> None:
+    inside = run_cli(
+        ["plan"], hub_env("http://127.0.0.1:9", tmp_path, MODELS=SET, PORT="9103", ENGINE_PORT="9100")
+    )
+    assert inside.code == ExitCode.CONFLICT, inside.stderr
+    assert "PORT 9103 is inside ENGINE_PORT 9100 to 9108" in inside.stderr
+    past = run_cli(["plan"], hub_env("http://127.0.0.1:9", tmp_path, MODELS=SET, ENGINE_PORT="65530"))
+    assert past.code == ExitCode.SETTING_INVALID and "set ENGINE_PORT to 65527 or less" in past.stderr
 
 
 def test_helm_values_hold_a_model_spec_per_model(tmp_path: Path) -> None:

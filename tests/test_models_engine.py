@@ -19,12 +19,14 @@ import psutil
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from entrypoint.plan.stack import MAX_MODELS
 from tests.conftest import clean_env
 from tests.support.engine import (
     ONE_PROCESS_ENGINE,
     ONE_PROCESS_ENGINE_ENV,
     Engine,
     free_port,
+    free_ports,
     http_json,
     spawn_launch,
     stop,
@@ -85,7 +87,7 @@ def stack(
         STATE_DIR=str(home / "state"),
         HOST="127.0.0.1",
         PORT=str(port),
-        ENGINE_PORT=str(free_port()),
+        ENGINE_PORT=str(free_ports(MAX_MODELS + 1)),  # the engines, then the router's metrics
         # STAND-IN for time (tests/support/engine.py): each engine's core in its API server's
         # process. What an API server killed alone leaves in its group is tests/launch/test_stack.py's.
         ENGINE_COMMAND=ONE_PROCESS_ENGINE,

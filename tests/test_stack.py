@@ -21,9 +21,10 @@ from pathlib import Path
 import pytest
 
 from entrypoint.errors import ExitCode
+from entrypoint.plan.stack import MAX_MODELS
 from tests.standin.build import ensure_standin
 from tests.support.docker import Compose, docker_engine
-from tests.support.engine import free_port, http_json, stream_completion
+from tests.support.engine import DRAINING, drain_body, free_ports, http_json, stream_completion
 from tests.support.hub import Hub
 from tests.support.sidecar import get
 from tests.support.stack import (
@@ -270,22 +271,30 @@ def test_a_frozen_engine_is_healed_across_containers_and_comes_back(stack: Stack
 
 
 def test_stop_lets_a_streamed_completion_finish_within_the_grace_period(stack: Stack) -> None:
-    body = {"model": "tiny", "prompt": "hello", "max_tokens": 300, "min_tokens": 300, "ignore_eos": True}
+    body = drain_body(stack.api, "tiny")
     stream = stream_completion(stack.api, body)
     assert stream.started.wait(60)
     began = time.monotonic()
     stack.compose("stop", timeout=120)
     took = time.monotonic() - began
     stream.thread.join(60)
-    assert stream.finish_reasons()[-1] == "length" and len(stream.chunks) >= 100
+    log = stack.compose("logs", "--no-color", "vllm").stdout
+    assert DRAINING.search(log), log[-4000:]  # the stream was in flight when SIGTERM landed
+    assert stream.finish_reasons()[-1] == "length", log[-4000:]  # drained, not cut
+    assert len(stream.chunks) >= body["max_tokens"] // 2
     assert took < 60, f"compose stop took {took:.0f}s, past the 60 s grace period"
     assert stack.compose("ps", "-q", "pidns", "vllm", "sidecar").stdout.strip() == ""
 
 
 def test_models_serves_both_by_name_and_drains_both_in_the_same_services(stack: Stack) -> None:
     stack.hub.reset_counters()
-    both = {**stack.compose.env, "MODEL": "", "SERVED_MODEL_NAME": "", "ENGINE_PORT": str(free_port()),
-            "MODELS": f"{TINY_REPO},{SECOND_REPO}"}  # fmt: skip
+    both = {
+        **stack.compose.env,
+        "MODEL": "",
+        "SERVED_MODEL_NAME": "",
+        "MODELS": f"{TINY_REPO},{SECOND_REPO}",
+        "ENGINE_PORT": str(free_ports(MAX_MODELS + 1)),  # the engines, then the router's metrics
+    }
     models = Compose(stack.compose.docker, stack.compose.files, stack.compose.project, both)
     names = [repo.rsplit("/", 1)[1] for repo in (TINY_REPO, SECOND_REPO)]  # the repos' names
     models("up", "-d", timeout=300)
@@ -300,13 +309,15 @@ def test_models_serves_both_by_name_and_drains_both_in_the_same_services(stack: 
     # One engine of the set healed is tests/test_models_engine.py's; across containers it
     # is the one-model heal's signal path (above). Here: SIGTERM drains every engine.
     first, second = names
-    stream = stream_completion(stack.api, {"model": second, "prompt": "hello", "max_tokens": 300,
-                                           "min_tokens": 300, "ignore_eos": True})  # fmt: skip
+    body = drain_body(stack.api, second)
+    stream = stream_completion(stack.api, body)
     assert stream.started.wait(60)
     models("stop", timeout=120)
     stream.thread.join(60)
-    assert stream.finish_reasons()[-1] == "length" and len(stream.chunks) >= 100  # drained, not cut
     log = models("logs", "--no-color", "vllm").stdout
+    assert DRAINING.search(log), log[-4000:]  # in flight when SIGTERM landed
+    assert stream.finish_reasons()[-1] == "length", log[-4000:]  # drained, not cut
+    assert len(stream.chunks) >= body["max_tokens"] // 2
     assert f"engine {first} is up and routed" in log and "stopping every engine and the router" in log
     assert not re.search(r"engine \S+ ended", log), log[-4000:]  # none ended before the stop
     (container,) = models("ps", "-aq", "vllm").stdout.split()

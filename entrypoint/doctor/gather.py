@@ -9,7 +9,6 @@ from __future__ import annotations
 import errno
 import os
 import shutil
-import socket
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Mapping
@@ -24,6 +23,7 @@ from ..plan.measured import Calibration
 from ..plan.memory import MemoryPlan
 from ..plan.resolve import Plan
 from ..plan.restarts import start_need_bytes
+from ..ports import bind_error
 from ..state import HEALS_FILE, read_document, read_state
 
 if TYPE_CHECKING:
@@ -114,14 +114,11 @@ def count_files(path: Path, limit: int = 1000) -> int | None:
 
 
 def port_facts(name: str, variable: str, host: str, port: int, health: str) -> PortFacts:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((host if host not in ("", "0.0.0.0") else "0.0.0.0", port))
-            return PortFacts(name, variable, host, port, "free")
-        except OSError as err:
-            if err.errno not in (errno.EADDRINUSE, errno.EACCES):
-                return PortFacts(name, variable, host, port, "busy", err.strerror or str(err))
+    err = bind_error(host, port)
+    if err is None:
+        return PortFacts(name, variable, host, port, "free")
+    if err.errno not in (errno.EADDRINUSE, errno.EACCES):
+        return PortFacts(name, variable, host, port, "busy", err.strerror or str(err))
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}{health}", timeout=2) as response:
             if response.status == 200:

@@ -3,8 +3,9 @@ then plan them together (:mod:`entrypoint.plan.joint`), all before any weight by
 
 Each model is planned as ``MODEL`` would be, with an environment of its own: the
 user's, less what names one model, plus its name, variant, settings, an engine port
-on 127.0.0.1 (``ENGINE_PORT`` + its place) and a state folder of its own
+(``ENGINE_PORT`` + its place, on HOST, not published) and a state folder of its own
 (``STATE_DIR/models/<slug>``), so restarts, heals and calibration are per engine.
+The router takes PORT, and its metrics ``ENGINE_PORT`` + 8 on 127.0.0.1 (:func:`listeners`).
 """
 
 from __future__ import annotations
@@ -15,12 +16,12 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from ..errors import ConflictError, StackInvalidError, StackTooSmallError
+from ..errors import ConflictError, SettingError, StackInvalidError, StackTooSmallError
 from ..plan.chain import Chained
 from ..plan.joint import JointPlan, Member, plan_joint
 from ..plan.options import BY_NAME, OPTIONS, option_value, read_raw
 from ..plan.sizing import apply_memory
-from ..plan.stack import Entry, from_file, from_list
+from ..plan.stack import MAX_MODELS, Entry, from_file, from_list
 from ..plan.tables import load_yaml
 from ..shipped import configs
 
@@ -57,6 +58,52 @@ class Stack:
     engines: tuple[Engine, ...]
     joint: JointPlan | None  # None: some member could not be sized (no metadata)
     where: str  # MODELS or the stack file
+
+
+@dataclass(frozen=True)
+class Listener:
+    """A port the set listens on: what, the variable that places it, where."""
+
+    what: str
+    variable: str
+    host: str
+    port: int
+
+
+def metrics_port(env: Mapping[str, str]) -> int:
+    """The router's Prometheus port: after every engine's (127.0.0.1, never published)."""
+    return int(option_value(BY_NAME["engine_port"], env, {})) + MAX_MODELS
+
+
+def listeners(stack: Stack, env: Mapping[str, str]) -> list[Listener]:
+    host = str(option_value(BY_NAME["host"], env, {}))
+    port = int(option_value(BY_NAME["port"], env, {}))
+    return [
+        Listener("the router", "PORT", host, port),
+        *(Listener(f"engine {e.name}", "ENGINE_PORT", host, e.port) for e in stack.engines),
+        Listener("the router's metrics", "ENGINE_PORT", "127.0.0.1", metrics_port(env)),
+    ]
+
+
+def check_ports(env: Mapping[str, str]) -> None:
+    """ENGINE_PORT to ENGINE_PORT + 8 (the engines, then the router's metrics) must fit
+    under 65536 and leave out PORT."""
+    base = int(option_value(BY_NAME["engine_port"], env, {}))
+    port = int(option_value(BY_NAME["port"], env, {}))
+    last = base + MAX_MODELS
+    if last > 65535:
+        raise SettingError(
+            f"ENGINE_PORT={base}",
+            f"the engines and the router's metrics take ENGINE_PORT to ENGINE_PORT+{MAX_MODELS}, past 65535",
+            f"set ENGINE_PORT to {65535 - MAX_MODELS} or less",
+        )
+    if base <= port <= last:
+        raise ConflictError(
+            ["PORT", "ENGINE_PORT"],
+            f"PORT {port} is inside ENGINE_PORT {base} to {last} (the engines, then the router's metrics)",
+            f"set ENGINE_PORT to {port + 1} or more"
+            + (f", or to {port - MAX_MODELS - 1} or less" if port > MAX_MODELS + 1 else ""),
+        )
 
 
 def stacks_dir() -> Path:
@@ -135,6 +182,7 @@ def plan_stack(env: Mapping[str, str], cli: Mapping[str, Any], chain: Any, *, re
 
     raw = models_raw(env, cli)
     assert raw is not None
+    check_ports(env)
     bare_cli = {k: v for k, v in cli.items() if k not in _PER_ENGINE}
     catalog = catalog_for(env, bare_cli)
     entries, where = read_entries(raw[0], set(catalog.names()), raw[2])

@@ -35,10 +35,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import EngineNotFoundError
-from ..inputs.stack import Engine, Stack
+from ..errors import EngineNotFoundError, PortInUseError
+from ..inputs.stack import Engine, Stack, listeners, metrics_port
 from ..plan.options import BY_NAME, option_value
 from ..plan.stack import MAX_MODELS
+from ..ports import bind_error
 from ..state import STACK_FILE, share_with_group, write_document
 from .guard import Runtime, say
 
@@ -49,7 +50,7 @@ RESPAWN_S = 2.0  # between an engine's end and its next launch (whose own back-o
 def router_argv(env: Mapping[str, str], command: Sequence[str]) -> list[str]:
     host = option_value(BY_NAME["host"], env, {})
     port = option_value(BY_NAME["port"], env, {})
-    metrics = option_value(BY_NAME["engine_port"], env, {}) + MAX_MODELS  # on 127.0.0.1, after the engines
+    metrics = metrics_port(env)
     return [
         *command,
         "--host", str(host), "--port", str(port), "--enable-igw", "--policy", "round_robin",
@@ -203,6 +204,19 @@ class Supervisor:
         return 0 if stopped else 1
 
 
+def free_ports(stack: Stack, env: Mapping[str, str]) -> None:
+    """Every port the set listens on is free, before any weight byte or process: a taken
+    one would leave the set half-started (its engine in a crash loop)."""
+    for at in listeners(stack, env):
+        err = bind_error(at.host, at.port)
+        if err is None:
+            continue
+        fix = f"stop what holds port {at.port}, or set {at.variable} to a free port"
+        if at.variable == "ENGINE_PORT":
+            fix += f" (the engines and the router's metrics take ENGINE_PORT to ENGINE_PORT+{MAX_MODELS})"
+        raise PortInUseError(at.variable, at.what, f"{at.host}:{at.port}", err.strerror or str(err), fix)
+
+
 def launch_stack(env: Mapping[str, str], cli: Mapping[str, Any]) -> int:
     """Plan (refusing what does not fit), download every checkpoint, then supervise."""
     from ..inputs.gather import for_launch
@@ -213,6 +227,7 @@ def launch_stack(env: Mapping[str, str], cli: Mapping[str, Any]) -> int:
     command = option_value(BY_NAME["router_command"], env, cli)
     if shutil.which(command[0], path=env.get("PATH")) is None:  # before any weight byte
         raise EngineNotFoundError(command[0], "ROUTER_COMMAND", "vllm-router")
+    free_ports(stack, env)
     for engine in stack.engines:
         say(f"engine {engine.name}: checkpoint {download(engine.chained)}")
     state_dir = option_value(BY_NAME["state_dir"], env, cli)

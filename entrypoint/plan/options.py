@@ -364,8 +364,8 @@ OPTIONS: tuple[Option, ...] = (
         "ENGINE_PORT",
         "--engine-port",
         parse_port,
-        "with MODELS: the first engine's port, on HOST and not published (the next ones follow); the router "
-        "takes PORT",
+        "with MODELS: the first engine's port, on HOST and not published (the next ones follow; the router's "
+        "metrics take it + 8 on 127.0.0.1); the router takes PORT",
         default=8100,
     ),
     Option(

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import random
+import re
 import signal
 import socket
 import subprocess
@@ -17,6 +19,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from entrypoint.ports import bind_error
 
 # The CPU build of vLLM is started as a module: its console script fails on
 # package metadata. STAND-IN difference: --enforce-eager, so that no start pays for
@@ -64,6 +68,19 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def free_ports(count: int) -> int:
+    """The first of ``count`` consecutive free ports (ENGINE_PORT for MODELS: the engines,
+    then the router's metrics), below the kernel's ephemeral range, so that neither an
+    outgoing connection nor another test's :func:`free_port` takes one after this check."""
+    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    pick = random.Random()
+    for _ in range(200):
+        base = pick.randrange(10000, low - count)
+        if all(bind_error("127.0.0.1", base + i) is None for i in range(count)):
+            return base
+    raise RuntimeError(f"no {count} consecutive free ports below {low}")
 
 
 @dataclass
@@ -147,6 +164,20 @@ class Stream:
 
     def finish_reasons(self) -> list[Any]:
         return [c["choices"][0].get("finish_reason") for c in self.chunks if c.get("choices")]
+
+
+def drain_body(url: str, model: str, seconds: float = 4.0) -> dict[str, Any]:
+    """A completion that streams for about ``seconds`` at the engine's rate now (timed on
+    16 tokens): long enough to be in flight when a stop's SIGTERM lands, short enough to
+    drain within SHUTDOWN_TIMEOUT even if a loaded machine slows it several times."""
+    probe = {"model": model, "prompt": "hello", "max_tokens": 16, "min_tokens": 16, "ignore_eos": True}
+    began = time.monotonic()
+    http_json(url + "/v1/completions", probe, timeout=120)
+    tokens = max(32, min(400, int(16 / max(time.monotonic() - began, 1e-3) * seconds)))
+    return {**probe, "max_tokens": tokens, "min_tokens": tokens}
+
+
+DRAINING = re.compile(r"\[shutdown\] EngineCore: draining in-flight requests count=[1-9]")  # vLLM's own line
 
 
 def stream_completion(url: str, body: Mapping[str, Any], timeout: float = 120) -> Stream:
