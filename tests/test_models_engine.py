@@ -20,7 +20,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from entrypoint.plan.stack import MAX_MODELS
-from tests.conftest import clean_env
+from tests.conftest import clean_env, run_cli
 from tests.support.engine import (
     ONE_PROCESS_ENGINE,
     ONE_PROCESS_ENGINE_ENV,
@@ -184,6 +184,22 @@ def test_the_counters_move_only_for_the_model_addressed(stack: Stack) -> None:
     plain = [a - b for a, b in zip(after["plain"], before["plain"], strict=True)]
     assert fp4[0] >= 3 and fp4[1] >= 60
     assert plain[1] == plain[0] <= 2  # a probe or two (PROBE_INTERVAL 5), one token each
+
+
+def test_bench_benchmarks_one_model_of_the_set_through_the_router(stack: Stack, tmp_path: Path) -> None:
+    engines = {name: stack.engine(name) for name in SERVED}
+    before = _counts(engines)
+    out = tmp_path / "bench"
+    argv = ["bench", "--url", stack.url, "--sidecar-url", stack.ops, "--model", "fp4", "--out", str(out),
+            "--pp", "16", "--tg", "8", "--depth", "0", "--concurrency", "1", "--runs", "1",
+            "--", "--skip-coherence"]  # fmt: skip
+    result = run_cli(argv, clean_env(HOME=str(tmp_path / "home"), STATE_DIR=str(stack.state)), timeout=600)
+    assert result.code == 0, result.stderr[-3000:]
+    doc = json.loads((out / "results.json").read_text())
+    assert doc["served_model_name"] == "fp4" and doc["rows"] and doc["notes"] == []  # the sidecar answered
+    after = _counts(engines)
+    assert after["fp4"][1] - before["fp4"][1] >= 8  # the benchmark's tokens, on fp4's engine
+    assert after["plain"][1] - before["plain"][1] <= 3  # plain saw the sidecar's idle probes only
 
 
 def test_the_sidecar_is_ready_for_every_model_and_shows_each(stack: Stack) -> None:

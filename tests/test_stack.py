@@ -24,7 +24,8 @@ from entrypoint.errors import ExitCode
 from entrypoint.plan.stack import MAX_MODELS
 from tests.standin.build import ensure_standin
 from tests.support.docker import Compose, docker_engine
-from tests.support.engine import DRAINING, drain_body, free_ports, http_json, stream_completion
+from tests.support.drain import DRAINING, cut, streams_across
+from tests.support.engine import free_ports, http_json
 from tests.support.hub import Hub
 from tests.support.sidecar import get
 from tests.support.stack import (
@@ -270,23 +271,30 @@ def test_a_frozen_engine_is_healed_across_containers_and_comes_back(stack: Stack
     assert chat(stack) in ("length", "stop")
 
 
-def test_stop_lets_a_streamed_completion_finish_within_the_grace_period(stack: Stack) -> None:
-    body = drain_body(stack.api, "tiny")
-    stream = stream_completion(stack.api, body)
-    assert stream.started.wait(60)
-    began = time.monotonic()
-    stack.compose("stop", timeout=120)
-    took = time.monotonic() - began
-    stream.thread.join(60)
-    log = stack.compose("logs", "--no-color", "vllm").stdout
-    assert DRAINING.search(log), log[-4000:]  # the stream was in flight when SIGTERM landed
-    assert stream.finish_reasons()[-1] == "length", log[-4000:]  # drained, not cut
-    assert len(stream.chunks) >= body["max_tokens"] // 2
+def kept(log: str, where: Path) -> str:
+    """The container's whole log, kept beside the test for a failure's reader."""
+    (where / "vllm.log").write_text(log)
+    return log
+
+
+def story(log: str) -> str:
+    """What a failed drain is about: the launcher's lines, vLLM's shutdown and errors."""
+    wanted = re.compile(r"spark-serve:|\[shutdown\]|Error|Traceback|killed|signal", re.I)
+    return "\n".join([x for x in log.splitlines() if wanted.search(x)][-60:])
+
+
+def test_stop_lets_a_streamed_completion_finish_within_the_grace_period(stack: Stack, tmp_path: Path) -> None:
+    streams, took = streams_across(lambda: stack.compose("stop", timeout=120), stack.api, "tiny")
+    log = kept(stack.compose("logs", "--no-color", "vllm").stdout, tmp_path)
+    assert DRAINING.search(log), story(log)  # streams were in flight when SIGTERM landed
+    assert not cut(streams), "\n".join(cut(streams)) + "\n" + story(log)  # each drained
     assert took < 60, f"compose stop took {took:.0f}s, past the 60 s grace period"
     assert stack.compose("ps", "-q", "pidns", "vllm", "sidecar").stdout.strip() == ""
 
 
-def test_models_serves_both_by_name_and_drains_both_in_the_same_services(stack: Stack) -> None:
+def test_models_serves_both_by_name_and_drains_both_in_the_same_services(
+    stack: Stack, tmp_path: Path
+) -> None:
     stack.hub.reset_counters()
     both = {
         **stack.compose.env,
@@ -309,15 +317,10 @@ def test_models_serves_both_by_name_and_drains_both_in_the_same_services(stack: 
     # One engine of the set healed is tests/test_models_engine.py's; across containers it
     # is the one-model heal's signal path (above). Here: SIGTERM drains every engine.
     first, second = names
-    body = drain_body(stack.api, second)
-    stream = stream_completion(stack.api, body)
-    assert stream.started.wait(60)
-    models("stop", timeout=120)
-    stream.thread.join(60)
-    log = models("logs", "--no-color", "vllm").stdout
-    assert DRAINING.search(log), log[-4000:]  # in flight when SIGTERM landed
-    assert stream.finish_reasons()[-1] == "length", log[-4000:]  # drained, not cut
-    assert len(stream.chunks) >= body["max_tokens"] // 2
+    streams, _ = streams_across(lambda: models("stop", timeout=120), stack.api, second)
+    log = kept(models("logs", "--no-color", "vllm").stdout, tmp_path)
+    assert DRAINING.search(log), story(log)  # in flight, through the router, when SIGTERM landed
+    assert not cut(streams), "\n".join(cut(streams)) + "\n" + story(log)  # each drained
     assert f"engine {first} is up and routed" in log and "stopping every engine and the router" in log
     assert not re.search(r"engine \S+ ended", log), log[-4000:]  # none ended before the stop
     (container,) = models("ps", "-aq", "vllm").stdout.split()

@@ -213,7 +213,7 @@ def bench(request: BenchRequest, home: Path, say: Callable[[str], None]) -> dict
     argv = benchy_argv(request, served, tokenizer, seed_corpus(home), raw)
     metrics = (request.sidecar_url if status else request.url) + "/metrics"
     started = time.time()
-    with Sampler(metrics, request.sample_interval) as sampler:
+    with Sampler(metrics, request.sample_interval, served) as sampler:
         drive(argv, request.out / "llama-benchy.log", request.suite.steps(), say, request.api_key)
     benchy = json.loads(raw.read_text(encoding="utf-8"))
     progress = (request.out / "progress.jsonl").read_text(encoding="utf-8").splitlines()

@@ -35,24 +35,29 @@ class Sample:
         return asdict(self)
 
 
-def parse_sample(text: str, at: float) -> Sample:
+def parse_sample(text: str, at: float, model: str | None = None) -> Sample:
+    """The GPU's series over the device; vLLM's over ``model``'s engine alone where the
+    page holds several engines' (MODELS: each with its ``model_name``)."""
+    samples = [s for family in text_string_to_metric_families(text) for s in family.samples]
+    engines = {s.labels.get("model_name") for s in samples if s.name.startswith("vllm:")}
     found: dict[str, float] = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.name in _SUMS:
-                key = _SUMS[sample.name]
-                found[key] = found.get(key, 0.0) + sample.value
-            elif sample.name in _MAXES:
-                key = _MAXES[sample.name]
-                found[key] = max(found.get(key, sample.value), sample.value)
+    for sample in samples:
+        if len(engines) > 1 and sample.name.startswith("vllm:") and sample.labels.get("model_name") != model:
+            continue  # another model's engine
+        if sample.name in _SUMS:
+            key = _SUMS[sample.name]
+            found[key] = found.get(key, 0.0) + sample.value
+        elif sample.name in _MAXES:
+            key = _MAXES[sample.name]
+            found[key] = max(found.get(key, sample.value), sample.value)
     return Sample(at, **found)
 
 
 class Sampler:
     """Reads ``url`` every ``interval`` seconds on a thread until :meth:`stop`."""
 
-    def __init__(self, url: str, interval: float = 1.0) -> None:
-        self.url, self.interval = url, interval
+    def __init__(self, url: str, interval: float = 1.0, model: str | None = None) -> None:
+        self.url, self.interval, self.model = url, interval, model
         self.samples: list[Sample] = []
         self.failures = 0
         self._stop = threading.Event()
@@ -62,7 +67,7 @@ class Sampler:
         while not self._stop.is_set():
             try:
                 with urllib.request.urlopen(self.url, timeout=max(self.interval, 2.0)) as response:
-                    self.samples.append(parse_sample(response.read().decode(), time.time()))
+                    self.samples.append(parse_sample(response.read().decode(), time.time(), self.model))
             except (OSError, ValueError):  # a missed sample, not a failed benchmark
                 self.failures += 1
             self._stop.wait(self.interval)

@@ -85,6 +85,19 @@ def test_samples_parse_the_sidecars_gpu_and_vllms_engine_series() -> None:
     assert parse_sample(text, 1.0) == Sample(1.0, 40.0, 61.0, 0.25)
 
 
+def test_with_models_a_sample_holds_the_benchmarked_models_engine_only() -> None:
+    text = (  # the sidecar's page with MODELS: every engine's series, each with its model_name
+        'sparkserve_gpu_power_watts{gpu="0",name="a",model_name="chat"} 30.5\n'
+        'vllm:kv_cache_usage_perc{engine="0",model_name="coder"} 0.75\n'
+        'vllm:kv_cache_usage_perc{engine="0",model_name="chat"} 0.25\n'
+        'vllm:spec_decode_num_accepted_tokens_total{engine="0",model_name="coder"} 90\n'
+        'vllm:spec_decode_num_accepted_tokens_total{engine="0",model_name="chat"} 7\n'
+    )
+    assert parse_sample(text, 1.0, "chat") == Sample(1.0, 30.5, None, 0.25, 7.0)
+    one = "".join(x + "\n" for x in text.splitlines() if 'model_name="chat"' in x)
+    assert parse_sample(one, 1.0, "alias") == Sample(1.0, 30.5, None, 0.25, 7.0)  # one engine: all of it
+
+
 def test_a_comparison_divides_row_by_row() -> None:
     a = {"profile": "p", "rows": [{"test": "tg128", "tokens_per_s": 40.0, "tokens_per_s_per_watt": 0.5}]}
     b = {"profile": "p", "variant": "mtp", "rows": [{"test": "tg128", "tokens_per_s": 60.0}]}

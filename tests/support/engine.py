@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import re
 import signal
 import socket
 import subprocess
@@ -161,23 +160,14 @@ class Stream:
     thread: threading.Thread
     chunks: list[dict[str, Any]]
     started: threading.Event
+    error: BaseException | None = None  # what ended the reading otherwise (a refused connection)
 
     def finish_reasons(self) -> list[Any]:
         return [c["choices"][0].get("finish_reason") for c in self.chunks if c.get("choices")]
 
-
-def drain_body(url: str, model: str, seconds: float = 4.0) -> dict[str, Any]:
-    """A completion that streams for about ``seconds`` at the engine's rate now (timed on
-    16 tokens): long enough to be in flight when a stop's SIGTERM lands, short enough to
-    drain within SHUTDOWN_TIMEOUT even if a loaded machine slows it several times."""
-    probe = {"model": model, "prompt": "hello", "max_tokens": 16, "min_tokens": 16, "ignore_eos": True}
-    began = time.monotonic()
-    http_json(url + "/v1/completions", probe, timeout=120)
-    tokens = max(32, min(400, int(16 / max(time.monotonic() - began, 1e-3) * seconds)))
-    return {**probe, "max_tokens": tokens, "min_tokens": tokens}
-
-
-DRAINING = re.compile(r"\[shutdown\] EngineCore: draining in-flight requests count=[1-9]")  # vLLM's own line
+    def text_chunks(self) -> int:
+        """Chunks that carried text: 0 for a request refused or aborted before its first token."""
+        return sum(1 for c in self.chunks if c.get("choices") and c["choices"][0].get("text"))
 
 
 def stream_completion(url: str, body: Mapping[str, Any], timeout: float = 120) -> Stream:
@@ -190,12 +180,15 @@ def stream_completion(url: str, body: Mapping[str, Any], timeout: float = 120) -
     stream = Stream(threading.Thread(target=lambda: None), [], threading.Event())
 
     def read() -> None:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            for raw in response:
-                line = raw.decode().strip()
-                if line.startswith("data: {"):
-                    stream.chunks.append(json.loads(line[6:]))
-                    stream.started.set()
+        try:
+            with urllib.request.urlopen(request, timeout=timeout) as response:
+                for raw in response:
+                    line = raw.decode().strip()
+                    if line.startswith("data: {"):
+                        stream.chunks.append(json.loads(line[6:]))
+                        stream.started.set()
+        except (OSError, ValueError) as err:  # refused, reset or cut: the chunks say how far it got
+            stream.error = err
 
     stream.thread = threading.Thread(target=read)
     stream.thread.start()

@@ -120,8 +120,8 @@ def compose_env(
         "MODEL": TINY_REPO,
         "SERVED_MODEL_NAME": "tiny",
         "MAX_MODEL_LEN": "512",
-        # The drained stops' streams last ~4 s (tests/support/engine.py drain_body): room
-        # for a loaded machine; a frozen engine's heal waits this before its SIGKILL.
+        # The drained stops' streams (tests/support/drain.py): room for a loaded machine;
+        # a frozen engine's heal waits this before its SIGKILL.
         "SHUTDOWN_TIMEOUT": "20",
         "PROGRESS_INTERVAL": "1",
         "PROBE_INTERVAL": "2",

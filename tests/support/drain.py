@@ -1,0 +1,72 @@
+"""A stop that drains, shown with streams in flight whenever its SIGTERM lands.
+
+The time from ``docker compose stop`` to SIGTERM in the engine is not known (1-10 s
+on a loaded 2-core machine), nor the rate the tiny CPU model streams at then, so no
+one stream of a fixed length is sure to be in flight then and to fit the drain.
+Here two streams are kept in flight while the stop runs (a new one starts as one
+ends): whenever SIGTERM lands, some are in flight (vLLM logs how many it drains),
+and each must end at its length. One started after SIGTERM is refused before its
+first token (vLLM answers 500 to what arrives while it drains; then the port
+closes), which is no cut; the first refused one ends the starting.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from tests.support.engine import Stream, stream_completion
+
+DRAINING = re.compile(r"\[shutdown\] EngineCore: draining in-flight requests count=[1-9]")  # vLLM's own line
+TOKENS = 160  # 1-2 s a stream on an idle machine, under 20 s (SHUTDOWN_TIMEOUT) on a slow one
+
+
+def body(model: str) -> dict[str, Any]:
+    return {"model": model, "prompt": "hello", "max_tokens": TOKENS, "min_tokens": TOKENS, "ignore_eos": True}
+
+
+def streams_across(
+    stop: Callable[[], Any], url: str, model: str, live: int = 2
+) -> tuple[list[Stream], float]:
+    """Run ``stop`` in a thread with ``live`` streams in flight until it returns or the
+    server refuses one; every stream read to its end. Returns the streams and the
+    seconds ``stop`` took."""
+    failed: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            stop()
+        except BaseException as err:  # re-raised in the test's thread
+            failed.append(err)
+
+    streams = [stream_completion(url, body(model)) for _ in range(live)]
+    for stream in streams:
+        assert stream.started.wait(60), f"a stream did not start before the stop: {stream.error}"
+    stopper, began = threading.Thread(target=run), time.monotonic()
+    stopper.start()
+    while stopper.is_alive() and len(streams) < 500:
+        if any(not s.thread.is_alive() and not s.text_chunks() for s in streams):
+            break  # refused: the engine drains, nothing more gets in
+        if sum(s.thread.is_alive() for s in streams) < live:
+            streams.append(stream_completion(url, body(model)))
+        stopper.join(0.05)
+    stopper.join()
+    took = time.monotonic() - began
+    if failed:
+        raise failed[0]
+    for stream in streams:
+        stream.thread.join(60)
+    return streams, took
+
+
+def cut(streams: list[Stream]) -> list[str]:
+    """Streams that got tokens and did not end at their length (``length`` is sent only once
+    ``max_tokens`` are out; a chunk may carry several tokens when the reader lags)."""
+    return [
+        f"stream {i}/{len(streams)}: {s.text_chunks()} text chunks, ended {s.finish_reasons()[-1:]} {s.error}"
+        for i, s in enumerate(streams)
+        if s.text_chunks() and s.finish_reasons()[-1:] != ["length"]
+    ]
