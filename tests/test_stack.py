@@ -24,7 +24,7 @@ from entrypoint.errors import ExitCode
 from entrypoint.plan.stack import MAX_MODELS
 from tests.standin.build import ensure_standin
 from tests.support.docker import Compose, docker_engine
-from tests.support.drain import DRAINING, cut, streams_across
+from tests.support.drain import assert_drained, streams_across
 from tests.support.engine import free_ports, http_json
 from tests.support.hub import Hub
 from tests.support.sidecar import get
@@ -271,23 +271,9 @@ def test_a_frozen_engine_is_healed_across_containers_and_comes_back(stack: Stack
     assert chat(stack) in ("length", "stop")
 
 
-def kept(log: str, where: Path) -> str:
-    """The container's whole log, kept beside the test for a failure's reader."""
-    (where / "vllm.log").write_text(log)
-    return log
-
-
-def story(log: str) -> str:
-    """What a failed drain is about: the launcher's lines, vLLM's shutdown and errors."""
-    wanted = re.compile(r"spark-serve:|\[shutdown\]|Error|Traceback|killed|signal", re.I)
-    return "\n".join([x for x in log.splitlines() if wanted.search(x)][-60:])
-
-
 def test_stop_lets_a_streamed_completion_finish_within_the_grace_period(stack: Stack, tmp_path: Path) -> None:
     streams, took = streams_across(lambda: stack.compose("stop", timeout=120), stack.api, "tiny")
-    log = kept(stack.compose("logs", "--no-color", "vllm").stdout, tmp_path)
-    assert DRAINING.search(log), story(log)  # streams were in flight when SIGTERM landed
-    assert not cut(streams), "\n".join(cut(streams)) + "\n" + story(log)  # each drained
+    assert_drained(streams, stack.compose("logs", "--no-color", "vllm").stdout, tmp_path)
     assert took < 60, f"compose stop took {took:.0f}s, past the 60 s grace period"
     assert stack.compose("ps", "-q", "pidns", "vllm", "sidecar").stdout.strip() == ""
 
@@ -318,9 +304,8 @@ def test_models_serves_both_by_name_and_drains_both_in_the_same_services(
     # is the one-model heal's signal path (above). Here: SIGTERM drains every engine.
     first, second = names
     streams, _ = streams_across(lambda: models("stop", timeout=120), stack.api, second)
-    log = kept(models("logs", "--no-color", "vllm").stdout, tmp_path)
-    assert DRAINING.search(log), story(log)  # in flight, through the router, when SIGTERM landed
-    assert not cut(streams), "\n".join(cut(streams)) + "\n" + story(log)  # each drained
+    log = models("logs", "--no-color", "vllm").stdout
+    assert_drained(streams, log, tmp_path)  # through the router
     assert f"engine {first} is up and routed" in log and "stopping every engine and the router" in log
     assert not re.search(r"engine \S+ ended", log), log[-4000:]  # none ended before the stop
     (container,) = models("ps", "-aq", "vllm").stdout.split()

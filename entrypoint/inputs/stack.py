@@ -80,7 +80,7 @@ def listeners(stack: Stack, env: Mapping[str, str]) -> list[Listener]:
     port = int(option_value(BY_NAME["port"], env, {}))
     return [
         Listener("the router", "PORT", host, port),
-        *(Listener(f"engine {e.name}", "ENGINE_PORT", host, e.port) for e in stack.engines),
+        *(Listener(f"engine {e.name}", "ENGINE_PORT", e.env["HOST"], e.port) for e in stack.engines),
         Listener("the router's metrics", "ENGINE_PORT", "127.0.0.1", metrics_port(env)),
     ]
 

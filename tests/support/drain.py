@@ -16,6 +16,7 @@ import re
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from tests.support.engine import Stream, stream_completion
@@ -70,3 +71,17 @@ def cut(streams: list[Stream]) -> list[str]:
         for i, s in enumerate(streams)
         if s.text_chunks() and s.finish_reasons()[-1:] != ["length"]
     ]
+
+
+def story(log: str) -> str:
+    """What a failed drain is about: the launcher's lines, vLLM's shutdown and errors."""
+    wanted = re.compile(r"spark-serve:|\[shutdown\]|Error|Traceback|killed|signal", re.I)
+    return "\n".join([x for x in log.splitlines() if wanted.search(x)][-60:])
+
+
+def assert_drained(streams: list[Stream], log: str, keep: Path) -> None:
+    """Some stream was in flight when SIGTERM landed (vLLM's line), and none was cut; the
+    container's whole log is kept in ``keep`` for a failure's reader."""
+    (keep / "vllm.log").write_text(log)
+    assert DRAINING.search(log), story(log)
+    assert not cut(streams), "\n".join(cut(streams)) + "\n" + story(log)
