@@ -6,9 +6,17 @@ half-open connections (a port scan, a stuck client, a slowloris) can take every
 descriptor the sidecar has, after which ``/health/live`` itself fails. Here:
 
 - at most :func:`connection_cap` connections: a new one beyond it evicts the
-  oldest connection that has no request in progress (else it is closed at once);
+  connection idle longest (no request in progress; else it is closed at once);
 - a connection that has not sent a complete request's headers within
-  :data:`HEADER_TIMEOUT_S` of connecting (or of its last response) is closed.
+  :data:`HEADER_TIMEOUT_S` of connecting, or of the first bytes of its next
+  request, is closed;
+- an idle keep-alive connection is closed after :data:`KEEP_ALIVE_S`, longer
+  than the idle expiry of the clients that reuse connections (httpx 5 s,
+  aiohttp 15 s, load balancers 60 s). A server that closes first races the
+  client's next request on that connection, and a busy or starved sidecar
+  loses that race often: its idle clock starts when the answer is written, the
+  client's when it has read it (uvicorn's default 5 s against httpx's 5 s
+  drops requests under load). The cap, not the idle timeout, bounds descriptors.
 """
 
 from __future__ import annotations
@@ -20,6 +28,7 @@ from typing import Any
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 HEADER_TIMEOUT_S = 10.0
+KEEP_ALIVE_S = 75  # nginx's default; uvicorn takes whole seconds
 RESERVED_FDS = 48  # outbound connections to vLLM, state files, NVML, the event loop
 MAX_CONNECTIONS = 4096
 
@@ -41,7 +50,7 @@ class GuardedH11Protocol(H11Protocol):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._opened = 0.0
+        self._idle_since = 0.0
         self._header_timer: asyncio.TimerHandle | None = None
 
     def _idle(self) -> bool:
@@ -54,9 +63,9 @@ class GuardedH11Protocol(H11Protocol):
             if not idle:
                 transport.close()
                 return
-            min(idle, key=lambda c: c._opened).transport.close()
+            min(idle, key=lambda c: c._idle_since).transport.close()
         super().connection_made(transport)
-        self._opened = self.loop.time()
+        self._idle_since = self.loop.time()
         self._arm()
 
     def _arm(self) -> None:
@@ -83,7 +92,7 @@ class GuardedH11Protocol(H11Protocol):
 
     def on_response_complete(self) -> None:
         super().on_response_complete()
-        self._arm()  # the next request on this connection gets the same time
+        self._idle_since = self.loop.time()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()

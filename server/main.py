@@ -1,5 +1,6 @@
 """``spark-serve sidecar``: bind first (a clear error if the port is taken), then serve
-with a bound on connections and a header timeout (:mod:`server.limits`)."""
+with a bound on connections, a header timeout and a keep-alive longer than its
+clients' (:mod:`server.limits`)."""
 
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ def run(env: Mapping[str, str], cli: Mapping[str, str | None]) -> int:
     import uvicorn
 
     from .app import create_app
-    from .limits import connection_cap, guarded_protocol
+    from .limits import KEEP_ALIVE_S, connection_cap, guarded_protocol
 
     settings = load_settings(env, cli)
     sock = socket.socket(socket.AF_INET6 if ":" in settings.sidecar_host else socket.AF_INET)
@@ -44,6 +45,7 @@ def run(env: Mapping[str, str], cli: Mapping[str, str | None]) -> int:
         access_log=False,
         lifespan="on",
         http=guarded_protocol(cap),
+        timeout_keep_alive=KEEP_ALIVE_S,
         backlog=min(cap, 2048),
     )
     uvicorn.Server(config).run(sockets=[sock])

@@ -211,7 +211,11 @@ def test_ten_thousand_probes_and_scrapes_under_load_without_error(stack: Stack) 
     async def hammer() -> tuple[int, int]:
         failures, done = 0, 0
         paths = ["/health/ready", "/metrics"]
-        async with httpx.AsyncClient(base_url=stack.sidecar, timeout=30) as client:
+        # A keep-alive slot per worker and no client-side expiry: httpcore's pool closes a
+        # connection it finds surplus or expired even after handing it to a waiting request
+        # (encode/httpcore#1110, open), a ClosedResourceError of the client's, not the sidecar's.
+        limits = httpx.Limits(max_keepalive_connections=32, keepalive_expiry=None)
+        async with httpx.AsyncClient(base_url=stack.sidecar, timeout=30, limits=limits) as client:
 
             async def worker(offset: int) -> None:
                 nonlocal failures, done
