@@ -3,11 +3,14 @@
 The time from ``docker compose stop`` to SIGTERM in the engine is not known (1-10 s
 on a loaded 2-core machine), nor the rate the tiny CPU model streams at then, so no
 one stream of a fixed length is sure to be in flight then and to fit the drain.
-Here two streams are kept in flight while the stop runs (a new one starts as one
-ends): whenever SIGTERM lands, some are in flight (vLLM logs how many it drains),
-and each must end at its length. One started after SIGTERM is refused before its
-first token (vLLM answers 500 to what arrives while it drains; then the port
-closes), which is no cut; the first refused one ends the starting.
+Here three streams of unequal lengths are kept in flight while the stop runs (a new
+one of the same length starts as one ends). Between one stream's last token and
+its successor's admission the engine holds neither; streams of one length end
+together and leave such a gap for all of them at once, unequal ones drift apart, so
+whenever SIGTERM lands some are in the engine (vLLM logs how many it drains), and
+each must end at its length. One started after SIGTERM is refused before its first
+token (vLLM answers 500 to what arrives while it drains; then the port closes),
+which is no cut; the first refused one ends the starting.
 """
 
 from __future__ import annotations
@@ -22,19 +25,18 @@ from typing import Any
 from tests.support.engine import Stream, stream_completion
 
 DRAINING = re.compile(r"\[shutdown\] EngineCore: draining in-flight requests count=[1-9]")  # vLLM's own line
-TOKENS = 160  # 1-2 s a stream on an idle machine, under 20 s (SHUTDOWN_TIMEOUT) on a slow one
+# 1-2 s a stream on an idle machine, under 20 s (SHUTDOWN_TIMEOUT) on a slow one
+LENGTHS = (120, 150, 180)
 
 
-def body(model: str) -> dict[str, Any]:
-    return {"model": model, "prompt": "hello", "max_tokens": TOKENS, "min_tokens": TOKENS, "ignore_eos": True}
+def body(model: str, tokens: int) -> dict[str, Any]:
+    return {"model": model, "prompt": "hello", "max_tokens": tokens, "min_tokens": tokens, "ignore_eos": True}
 
 
-def streams_across(
-    stop: Callable[[], Any], url: str, model: str, live: int = 2
-) -> tuple[list[Stream], float]:
-    """Run ``stop`` in a thread with ``live`` streams in flight until it returns or the
-    server refuses one; every stream read to its end. Returns the streams and the
-    seconds ``stop`` took."""
+def streams_across(stop: Callable[[], Any], url: str, model: str) -> tuple[list[Stream], float]:
+    """Run ``stop`` in a thread with a stream of each of :data:`LENGTHS` in flight until
+    it returns or the server refuses one; every stream read to its end. Returns the
+    streams and the seconds ``stop`` took."""
     failed: list[BaseException] = []
 
     def run() -> None:
@@ -43,16 +45,19 @@ def streams_across(
         except BaseException as err:  # re-raised in the test's thread
             failed.append(err)
 
-    streams = [stream_completion(url, body(model)) for _ in range(live)]
-    for stream in streams:
+    slots = [stream_completion(url, body(model, tokens)) for tokens in LENGTHS]
+    for stream in slots:
         assert stream.started.wait(60), f"a stream did not start before the stop: {stream.error}"
+    streams = list(slots)
     stopper, began = threading.Thread(target=run), time.monotonic()
     stopper.start()
     while stopper.is_alive() and len(streams) < 500:
         if any(not s.thread.is_alive() and not s.text_chunks() for s in streams):
             break  # refused: the engine drains, nothing more gets in
-        if sum(s.thread.is_alive() for s in streams) < live:
-            streams.append(stream_completion(url, body(model)))
+        for i, stream in enumerate(slots):
+            if not stream.thread.is_alive():
+                slots[i] = stream_completion(url, body(model, LENGTHS[i]))
+                streams.append(slots[i])
         stopper.join(0.05)
     stopper.join()
     took = time.monotonic() - began
