@@ -209,22 +209,22 @@ def test_ten_thousand_probes_and_scrapes_under_load_without_error(stack: Stack) 
     generator.start()
 
     async def hammer() -> tuple[int, int]:
-        failures, done = 0, 0
+        failures, done, workers = 0, 0, 32
         paths = ["/health/ready", "/metrics"]
         # A keep-alive slot per worker and no client-side expiry: httpcore's pool closes a
         # connection it finds surplus or expired even after handing it to a waiting request
         # (encode/httpcore#1110, open), a ClosedResourceError of the client's, not the sidecar's.
-        limits = httpx.Limits(max_keepalive_connections=32, keepalive_expiry=None)
+        limits = httpx.Limits(max_keepalive_connections=workers, keepalive_expiry=None)
         async with httpx.AsyncClient(base_url=stack.sidecar, timeout=30, limits=limits) as client:
 
             async def worker(offset: int) -> None:
                 nonlocal failures, done
-                for i in range(offset, 10_000, 32):
+                for i in range(offset, 10_000, workers):
                     response = await client.get(paths[i % 2])
                     done += 1
                     failures += response.status_code != 200
 
-            await asyncio.gather(*(worker(k) for k in range(32)))
+            await asyncio.gather(*(worker(k) for k in range(workers)))
         return done, failures
 
     done, failures = asyncio.run(hammer())

@@ -25,7 +25,8 @@ from typing import Any
 from tests.support.engine import Stream, stream_completion
 
 DRAINING = re.compile(r"\[shutdown\] EngineCore: draining in-flight requests count=[1-9]")  # vLLM's own line
-# 1-2 s a stream on an idle machine, under 20 s (SHUTDOWN_TIMEOUT) on a slow one
+# 1-2 s a stream on an idle machine; meant to fit the 20 s drain (SHUTDOWN_TIMEOUT) on a
+# loaded one, which a saturated machine can still stream too slowly for
 LENGTHS = (120, 150, 180)
 
 
